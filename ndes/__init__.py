@@ -1,0 +1,19 @@
+"""ndes: neural differential equations in JAX that learn to be cheap to solve.
+
+The public API is small and re-exported here:
+
+- `ndes.diffeqsolve`: drop-in `diffrax.diffeqsolve` with `regularizers=` and exact counters.
+- `ndes.Solution`: a `diffrax.Solution` with `penalty`, `penalty_terms`,
+  `stats["num_fevals"]`.
+- Regularizers: `ndes.ErrorEstimate`, `ndes.StiffnessEstimate`.
+"""
+
+from ._solution import Solution as Solution
+from ._solve import diffeqsolve as diffeqsolve
+from ._solve import supports_feval_count as supports_feval_count
+from .regularizers import AbstractRegularizer as AbstractRegularizer
+from .regularizers import AbstractStepRegularizer as AbstractStepRegularizer
+from .regularizers import ErrorEstimate as ErrorEstimate
+from .regularizers import StiffnessEstimate as StiffnessEstimate
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Shared test helpers: small vector fields, a real evaluation counter, finite differences."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Counter:
+    """Counts real vector-field evaluations through `jax.debug.callback`."""
+
+    def __init__(self):
+        self.n = 0
+
+    def _tick(self):
+        self.n += 1
+
+    def wrap(self, f):
+        def counted(t, y, args):
+            jax.debug.callback(self._tick)
+            return f(t, y, args)
+
+        return counted
+
+    def read(self):
+        jax.effects_barrier()
+        return self.n
+
+
+class MLPField(eqx.Module):
+    mlp: eqx.nn.MLP
+    scale: float = eqx.field(static=True)
+
+    def __init__(self, dim, width, key, dtype=jnp.float64, scale=1.0):
+        self.mlp = eqx.nn.MLP(dim, dim, width, 2, activation=jnp.tanh, key=key, dtype=dtype)
+        self.scale = scale
+
+    def __call__(self, t, y, args):
+        return self.scale * self.mlp(y)
+
+
+def linear_term(A):
+    return diffrax.ODETerm(lambda t, y, args: A @ y)
+
+
+def central_fd(f, x, eps=1e-6):
+    """Central finite differences of scalar `f` at flat float64 array `x`."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = eps
+        g.flat[i] = (float(f(jnp.asarray(x + e))) - float(f(jnp.asarray(x - e)))) / (2 * eps)
+    return g
