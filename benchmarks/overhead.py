@@ -34,7 +34,7 @@ def build(width: int, key):
     return eqx.nn.MLP(2, 2, width, 2, activation=jnp.tanh, key=key)
 
 
-def make_step(kind: str, mode: str, regs, rtol: float, atol: float):
+def make_step(kind: str, mode: str, regs, rtol: float, atol: float, t1: float):
     """A jitted train step: (model, y0, target) -> (loss, grads, num_steps)."""
     ctrl = diffrax.PIDController(rtol=rtol, atol=atol)
 
@@ -45,9 +45,9 @@ def make_step(kind: str, mode: str, regs, rtol: float, atol: float):
             term = diffrax.ODETerm(lambda t, y, a: model(y))
         kw = dict(stepsize_controller=ctrl, max_steps=4096)
         if kind == "diffrax":
-            sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 1.0, None, y0, **kw)
+            sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, t1, None, y0, **kw)
             return sol.ys[-1], jnp.zeros(()), sol.stats["num_steps"]
-        sol = ndes.diffeqsolve(term, diffrax.Tsit5(), 0.0, 1.0, None, y0, regularizers=regs, **kw)
+        sol = ndes.diffeqsolve(term, diffrax.Tsit5(), 0.0, t1, None, y0, regularizers=regs, **kw)
         return sol.ys[-1], sol.penalty, sol.stats["num_steps"]
 
     def loss(model, y0, target):
@@ -91,9 +91,10 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--reps", type=int, default=150)
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("--atol", type=float, default=1e-6)
+    p.add_argument("--t1", type=float, default=1.0, help="end time (longer: more steps)")
     a = p.parse_args(argv)
     if a.quick:
         a.batch, a.width, a.reps = 8, 8, 3
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
     vs = {1: 0, 2: 1, 3: 1}
     print(
         f"ndes overhead benchmark: MLP 2-{a.width}-{a.width}-2 (tanh), batch {a.batch}, Tsit5, "
-        f"PIDController(rtol={a.rtol}, atol={a.atol}), float32, t in [0, 1], "
+        f"PIDController(rtol={a.rtol}, atol={a.atol}), float32, t in [0, {a.t1}], "
         f"median of {a.reps} train steps"
     )
     print(
@@ -122,7 +123,7 @@ def main(argv=None) -> None:
     print(header)
     print("-" * len(header))
     for mode in ("vmap", "joint"):
-        steps = [make_step(kind, mode, regs, a.rtol, a.atol) for kind, _, regs in rows]
+        steps = [make_step(kind, mode, regs, a.rtol, a.atol, a.t1) for kind, _, regs in rows]
         timed = time_rows(steps, model, y0, target, a.reps)
         results = [(med, n) for med, _, n in timed]
         for i, ((_, name, _), (med, comp, steps)) in enumerate(zip(rows, timed, strict=True)):
