@@ -1,0 +1,32 @@
+"""scikit-learn's shipped 8x8 digits (1797 images, 10 classes)."""
+
+import numpy as np
+from jaxtyping import Float, Int
+
+
+def load_digits(
+    *, test_fraction: float = 0.25, seed: int = 0
+) -> tuple[
+    Float[np.ndarray, "Ntr 64"],
+    Int[np.ndarray, " Ntr"],
+    Float[np.ndarray, "Nte 64"],
+    Int[np.ndarray, " Nte"],
+]:
+    """Seeded stratified split, standardised with train statistics; float32 features, int labels."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
+    from sklearn.datasets import load_digits as _ld
+    from sklearn.model_selection import train_test_split
+
+    X, y = _ld(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    mean, std = Xtr.mean(0), Xtr.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return (
+        ((Xtr - mean) / std).astype(np.float32),
+        ytr,
+        ((Xte - mean) / std).astype(np.float32),
+        yte,
+    )

@@ -1,0 +1,70 @@
+"""UEA/UCR classification sets shipped inside aeon (Bagnall et al. 2018)."""
+
+import dataclasses
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from ._missing import drop_observations
+
+SHIPPED = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels", "OSULeaf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split. Frozen dataclass of host NumPy arrays (data, not a model: never traced or trained)."""
+
+    times: Float[np.ndarray, "N L"]  # padded with increasing times past each series' end
+    values: Float[np.ndarray, "N L C"]  # NaN where missing or padded
+    lengths: Int[np.ndarray, " N"]
+    labels: Int[np.ndarray, " N"]
+
+
+@dataclasses.dataclass(frozen=True)
+class UEADataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    channels: int
+    mean: Float[np.ndarray, " C"]
+    std: Float[np.ndarray, " C"]
+
+
+def _to_split(X, y, classes, L) -> Split:
+    n, c = len(X), X[0].shape[0]
+    values = np.full((n, L, c), np.nan)
+    lengths = np.array([x.shape[1] for x in X])
+    for i, x in enumerate(X):
+        values[i, : x.shape[1]] = np.asarray(x, dtype=float).T
+    times = np.tile(np.arange(L, dtype=float), (n, 1))
+    labels = np.searchsorted(classes, y)
+    return Split(times, values, lengths, labels)
+
+
+def load_uea(
+    name: str, *, missing: float = 0.0, seed: int = 0, standardise: bool = True
+) -> UEADataset:
+    """Load a shipped UEA/UCR classification set as train/test splits (as shipped).
+
+    Missingness: `drop_observations(..., missing, seed)` per split (first observation always kept;
+    test uses `seed + 1`). Standardisation: per channel, NaN-aware, train statistics only.
+    """
+    if name not in SHIPPED:
+        raise ValueError(f"unknown dataset {name!r}; available offline: {', '.join(SHIPPED)}.")
+    from aeon.datasets import load_classification
+
+    Xtr, ytr = load_classification(name, split="train")
+    Xte, yte = load_classification(name, split="test")
+    classes = np.unique(np.concatenate([ytr, yte]))
+    L = max(max(x.shape[1] for x in Xtr), max(x.shape[1] for x in Xte))
+    tr, te = _to_split(Xtr, ytr, classes, L), _to_split(Xte, yte, classes, L)
+    tr = dataclasses.replace(tr, values=drop_observations(tr.values, tr.lengths, missing, seed))
+    te = dataclasses.replace(te, values=drop_observations(te.values, te.lengths, missing, seed + 1))
+    mean = np.nanmean(tr.values, axis=(0, 1))
+    std = np.nanstd(tr.values, axis=(0, 1))
+    std = np.where(std > 0, std, 1.0)
+    if standardise:
+        tr = dataclasses.replace(tr, values=(tr.values - mean) / std)
+        te = dataclasses.replace(te, values=(te.values - mean) / std)
+    return UEADataset(name, tr, te, len(classes), tr.values.shape[-1], mean, std)
