@@ -1,3 +1,6 @@
 """Equinox models solved by `ndes.diffeqsolve`, so every regularizer and counter applies."""
 
+from ._cde import NeuralCDE as NeuralCDE
 from ._mlp import MLPVectorField as MLPVectorField
+from ._ode import ModelOutput as ModelOutput
+from ._ode import NeuralODE as NeuralODE

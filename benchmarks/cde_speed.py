@@ -1,0 +1,201 @@
+"""Neural CDE train-step speed: torchcde vs ndes (vmap and joint batch modes), one process.
+
+Setup (Kidger et al. 2020 style): hidden 32, 3 channels (time + 2 values), length 50,
+batch 128, Hermite cubic with backward differences, float32, 2-class readout with
+cross-entropy, Adam. Solvers: Midpoint with 50 steps (fixed) and Dopri5 (rtol 1e-3,
+atol 1e-6; torchcde's "dopri5"). A train step is value_and_grad + optimiser update.
+Reported: median of >= 20 warmed-up steps, compile/first-call time separately, ratio to
+torchcde. Run: `python benchmarks/cde_speed.py` (`--quick` for a seconds-long smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+from ndes.models._cde import NeuralCDE
+
+
+def timeit(fn, repeats):
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+def make_data(batch, length, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, length - 1.0, length, dtype=np.float32)
+    phase = rng.uniform(0, 2 * np.pi, (batch, 1)).astype(np.float32)
+    freq = rng.uniform(0.05, 0.3, (batch, 1)).astype(np.float32)
+    x1 = np.sin(freq * t + phase)
+    x2 = np.cos(freq * t + phase) * 0.5
+    xs = np.stack([np.broadcast_to(t / (length - 1), (batch, length)), x1, x2], -1)
+    ys = (freq[:, 0] > 0.175).astype(np.int64)
+    return t, xs.astype(np.float32), ys
+
+
+def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
+    kw = (
+        dict(stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6), dt0=None)
+        if adaptive
+        else dict(stepsize_controller=diffrax.ConstantStepSize(), dt0=1.0 / steps)
+    )
+    model = NeuralCDE(
+        channels,
+        hidden,
+        2,
+        hidden,
+        1,
+        key=jr.PRNGKey(0),
+        solver=solver,
+        batch_mode=mode,
+        dtype=jnp.float32,
+        **kw,
+    )
+    ts_j = jnp.asarray(ts)
+    coeffs = model.coefficients(ts_j, jnp.asarray(xs))
+    labels = jnp.asarray(ys)
+    opt = optax.adam(1e-3)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_fn(p):
+            m = eqx.combine(p, static)
+            logits = m(ts_j, coeffs).ys
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss
+
+    state = [params, opt_state]
+
+    def run():
+        p, o, loss = step(*state)
+        jax.block_until_ready(loss)
+        state[0], state[1] = p, o
+
+    return run
+
+
+def torch_step(method, hidden, channels, ts, xs, ys, steps):
+    import torch
+    import torchcde
+
+    torch.manual_seed(0)
+
+    class F(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = torch.nn.Linear(hidden, hidden)
+            self.l2 = torch.nn.Linear(hidden, hidden * channels)
+
+        def forward(self, t, z):
+            return torch.tanh(self.l2(torch.nn.functional.softplus(self.l1(z)))).view(
+                z.shape[0], hidden, channels
+            )
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = F()
+            self.initial = torch.nn.Linear(channels, hidden)
+            self.readout = torch.nn.Linear(hidden, 2)
+
+        def forward(self, coeffs):
+            X = torchcde.CubicSpline(coeffs, t_torch)
+            z0 = self.initial(X.evaluate(X.interval[0]))
+            if method == "midpoint":
+                h = float(t_torch[-1] - t_torch[0]) / steps
+                opts = dict(method="midpoint", options=dict(step_size=h))
+            else:
+                opts = dict(method="dopri5", rtol=1e-3, atol=1e-6)
+            z = torchcde.cdeint(X=X, func=self.f, z0=z0, t=X.interval, adjoint=False, **opts)
+            return self.readout(z[:, -1])
+
+    t_torch = torch.tensor(ts)
+    x = torch.tensor(xs)
+    coeffs = torchcde.hermite_cubic_coefficients_with_backward_differences(x, t_torch)
+    labels = torch.tensor(ys)
+    model = Model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def run():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(coeffs), labels)
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, a few repeats")
+    ap.add_argument("--repeats", type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.quick:
+        hidden, channels, length, batch, steps, repeats = 8, 3, 10, 8, 5, a.repeats or 3
+        solvers = [("Midpoint", "midpoint", diffrax.Midpoint(), False)]
+    else:
+        hidden, channels, length, batch, steps, repeats = 32, 3, 50, 128, 50, a.repeats or 20
+        solvers = [
+            ("Midpoint", "midpoint", diffrax.Midpoint(), False),
+            ("Dopri5", "dopri5", diffrax.Dopri5(), True),
+        ]
+    ts, xs, ys = make_data(batch, length)
+    try:
+        import torch  # noqa: F401
+        import torchcde  # noqa: F401
+
+        have_torch = True
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    except ImportError:
+        have_torch = False
+    print(
+        f"NeuralCDE train step: hidden {hidden}, channels {channels}, length {length}, batch "
+        f"{batch}, Hermite cubic (backward differences), float32, Adam; jax {jax.__version__}, "
+        f"diffrax {diffrax.__version__}"
+    )
+    print(f"Midpoint: {steps} steps; Dopri5: rtol 1e-3, atol 1e-6. median of {repeats}.")
+    print(f"{'solver':9s} {'impl':14s} {'step ms':>9s} {'first s':>8s} {'vs torchcde':>12s}")
+    for name, tname, solver, adaptive in solvers:
+        rows = []
+        if have_torch:
+            rows.append(("torchcde", torch_step(tname, hidden, channels, ts, xs, ys, steps)))
+        for mode in ("vmap", "joint"):
+            rows.append(
+                (
+                    f"ndes {mode}",
+                    ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps),
+                )
+            )
+        ref = None
+        for label, fn in rows:
+            first, med = timeit(fn, repeats)
+            if label == "torchcde":
+                ref = med
+            ratio = f"{med / ref:.2f}x" if ref else "n/a"
+            print(f"{name:9s} {label:14s} {med * 1e3:9.2f} {first:8.2f} {ratio:>12s}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""NeuralODE train step: joint solve of the batch vs jax.vmap of per-sample solves.
+
+MLP 2 -> 64 -> 64 -> 2 (softplus), batch 256, Tsit5 with PIDController(rtol=1e-3,
+atol=1e-6), t in [0, 1] saved at 10 times, MSE to a target trajectory, float32, Adam; plus
+torchdiffeq (dopri5 is the closest: torchdiffeq has no tsit5) when installed. Median of
+>= 20 warmed-up steps, first call (compile) separately. `--quick` for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+from ndes.models._ode import NeuralODE
+
+
+def timeit(fn, repeats):
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+def data(batch, n_t, seed=0):
+    rng = np.random.default_rng(seed)
+    y0 = rng.normal(size=(batch, 2)).astype(np.float32)
+    ts = np.linspace(0, 1, n_t, dtype=np.float32)
+    # target: a damped rotation of y0
+    ang, dec = 2.0 * ts, np.exp(-0.5 * ts)
+    rot = np.stack(
+        [np.stack([np.cos(ang), -np.sin(ang)], -1), np.stack([np.sin(ang), np.cos(ang)], -1)], -2
+    )
+    target = np.einsum("tij,bj->bti", rot * dec[:, None, None], y0).astype(np.float32)
+    return ts, y0, target
+
+
+def ndes_step(mode, width, ts, y0, target):
+    model = NeuralODE.mlp(
+        2,
+        width,
+        2,
+        key=jr.PRNGKey(0),
+        batch_mode=mode,
+        stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
+        dt0=None,
+    )
+    model = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, model
+    )
+    ts_j, y0_j, tgt = jnp.asarray(ts), jnp.asarray(y0), jnp.asarray(target)
+    opt = optax.adam(1e-3)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_fn(p):
+            return jnp.mean((eqx.combine(p, static)(ts_j, y0_j).ys - tgt) ** 2)
+
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss
+
+    state = [params, opt_state]
+
+    def run():
+        p, o, loss = step(*state)
+        jax.block_until_ready(loss)
+        state[0], state[1] = p, o
+
+    return run
+
+
+def torch_step(width, ts, y0, target):
+    import torch
+    from torchdiffeq import odeint
+
+    torch.manual_seed(0)
+    f = torch.nn.Sequential(
+        torch.nn.Linear(2, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, 2),
+    )
+    opt = torch.optim.Adam(f.parameters(), lr=1e-3)
+    t, x0, tgt = torch.tensor(ts), torch.tensor(y0), torch.tensor(target).transpose(0, 1)
+
+    def run():
+        opt.zero_grad()
+        ys = odeint(lambda _t, y: f(y), x0, t, method="dopri5", rtol=1e-3, atol=1e-6)
+        loss = ((ys - tgt) ** 2).mean()
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.quick:
+        width, batch, n_t, repeats = 8, 8, 3, a.repeats or 3
+    else:
+        width, batch, n_t, repeats = 64, 256, 10, a.repeats or 20
+    ts, y0, target = data(batch, n_t)
+    print(
+        f"NeuralODE train step: MLP 2->{width}->{width}->2, batch {batch}, Tsit5 rtol 1e-3 "
+        f"atol 1e-6 (torchdiffeq: dopri5), {n_t} save times, float32, Adam; median of {repeats}"
+    )
+    print(f"{'impl':22s} {'step ms':>9s} {'first s':>8s} {'vs joint':>9s}")
+    rows = [
+        ("ndes joint", ndes_step("joint", width, ts, y0, target)),
+        ("ndes vmap", ndes_step("vmap", width, ts, y0, target)),
+    ]
+    try:
+        rows.append(("torchdiffeq dopri5", torch_step(width, ts, y0, target)))
+    except ImportError:
+        pass
+    ref = None
+    for label, fn in rows:
+        first, med = timeit(fn, repeats)
+        ref = med if ref is None else ref
+        print(f"{label:22s} {med * 1e3:9.2f} {first:8.2f} {med / ref:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
