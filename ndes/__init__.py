@@ -13,6 +13,7 @@ The public API is small and re-exported here:
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
 from ._solve import supports_feval_count as supports_feval_count
+from .models import LatentSDE as LatentSDE
 from .models import MLPVectorField as MLPVectorField
 from .models import ModelOutput as ModelOutput
 from .models import NeuralCDE as NeuralCDE

@@ -1,6 +1,7 @@
 """Equinox models solved by `ndes.diffeqsolve`, so every regularizer and counter applies."""
 
 from ._cde import NeuralCDE as NeuralCDE
+from ._latent_sde import LatentSDE as LatentSDE
 from ._mlp import MLPVectorField as MLPVectorField
 from ._ode import ModelOutput as ModelOutput
 from ._ode import NeuralODE as NeuralODE

@@ -1,0 +1,57 @@
+"""Plots for the latent SDE (matplotlib, Agg backend). Functions take arrays and write a PNG."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_posterior_and_forecast", "plot_training"]
+
+
+def plot_posterior_and_forecast(path, ts, values, post_ts, post_samples, fc_ts=None, fc_samples=None,
+                                test_ts=None, test_values=None):
+    """Data vs posterior samples (mean, 5–95 % band) and prior-SDE forecast samples after the data.
+
+    **Arguments:**
+
+    - `path`: output PNG path.
+    - `ts`, `values`: observed times `(n,)` and values `(n,)` (NaN = missing, not drawn).
+    - `post_ts`, `post_samples`: `(m,)` and `(S, m)` decoded posterior samples.
+    - `fc_ts`, `fc_samples`: `(k,)` and `(S, k)` forecast samples (optional).
+    - `test_ts`, `test_values`: held-out data (optional).
+    """
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for t_, s_, c, lab in ((post_ts, post_samples, "C0", "posterior"), (fc_ts, fc_samples, "C1", "forecast")):
+        if t_ is None:
+            continue
+        s_ = np.asarray(s_)
+        ax.fill_between(t_, np.quantile(s_, 0.05, 0), np.quantile(s_, 0.95, 0), color=c, alpha=0.25,
+                        label=f"{lab} 5–95 %")
+        ax.plot(t_, s_.mean(0), color=c, label=f"{lab} mean")
+    ax.plot(ts, values, "k.", label="observed (train)")
+    if test_ts is not None:
+        ax.plot(test_ts, test_values, "rx", label="held out")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("t")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training(path, elbos, nfes, labels=("vanilla",)):
+    """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run) of `(steps,)`."""
+    fig, axs = plt.subplots(1, 2, figsize=(9, 3.5))
+    for e, n, lab in zip(elbos, nfes, labels):
+        axs[0].plot(np.asarray(e), label=lab)
+        axs[1].plot(np.asarray(n), label=lab)
+    axs[0].set_title("ELBO (train)")
+    axs[1].set_title("NFE per posterior solve")
+    for a in axs:
+        a.set_xlabel("step")
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
