@@ -5,11 +5,18 @@ The public API is small and re-exported here:
 - `ndes.diffeqsolve`: drop-in `diffrax.diffeqsolve` with `regularizers=` and exact counters.
 - `ndes.Solution`: a `diffrax.Solution` with `penalty`, `penalty_terms`,
   `stats["num_fevals"]`.
-- Regularizers: `ndes.ErrorEstimate`, `ndes.StiffnessEstimate`.
+- Regularizers: global per-step estimates `ndes.ErrorEstimate`, `ndes.StiffnessEstimate`;
+  local (one sampled time) `ndes.LocalErrorEstimate`, `ndes.LocalStiffnessEstimate`; classic
+  baselines `ndes.KineticEnergy`, `ndes.JacobianFrobenius`, `ndes.TaylorDerivative`,
+  `ndes.RandomEndTime`.
 - Models: `ndes.NeuralODE`, `ndes.NeuralCDE` (Equinox modules; joint-batch by default).
 - Data: `ndes.data` (UEA sets, digits, missingness, CDE features).
+- Training: `ndes.fit` (resumable, data-parallel), `ndes.BudgetWeight` (a target NFE instead
+  of a guessed weight), `ndes.train` (checkpoints, metrics), `ndes.plot` (figures).
 """
 
+from . import plot as plot
+from . import train as train
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
 from ._solve import supports_feval_count as supports_feval_count
@@ -21,6 +28,16 @@ from .models import NeuralODE as NeuralODE
 from .regularizers import AbstractRegularizer as AbstractRegularizer
 from .regularizers import AbstractStepRegularizer as AbstractStepRegularizer
 from .regularizers import ErrorEstimate as ErrorEstimate
+from .regularizers import JacobianFrobenius as JacobianFrobenius
+from .regularizers import KineticEnergy as KineticEnergy
+from .regularizers import LocalErrorEstimate as LocalErrorEstimate
+from .regularizers import LocalStiffnessEstimate as LocalStiffnessEstimate
+from .regularizers import RandomEndTime as RandomEndTime
 from .regularizers import StiffnessEstimate as StiffnessEstimate
+from .regularizers import TaylorDerivative as TaylorDerivative
+from .train import BudgetWeight as BudgetWeight
+from .train import CheckpointError as CheckpointError
+from .train import FitResult as FitResult
+from .train import fit as fit
 
 __version__ = "0.1.0"

@@ -15,7 +15,15 @@ from jaxtyping import ArrayLike, PyTree
 
 from ._counting import CountState, feval_cost, make_counting_controller
 from ._solution import Solution
+from .regularizers._augment import AbstractIntegralRegularizer, Augmentation, ProjectedHook
 from .regularizers._base import AbstractRegularizer, AbstractStepRegularizer
+from .regularizers._local import (
+    AbstractLocalRegularizer,
+    local_step_values,
+    make_sampler,
+    step_evaluations,
+)
+from .regularizers._steer import RandomEndTime
 from .regularizers._wrapped_solver import regularized_solver
 
 __all__ = ["diffeqsolve", "supports_feval_count"]
@@ -51,6 +59,67 @@ def _unique_names(regs) -> list[str]:
         names.append(n if k == 0 else f"{n}_{k}")
         seen[n] = k + 1
     return names
+
+
+class _Kinds:
+    """The regularizers of one solve, sorted by how they reach into it.
+
+    - `step`: per-step hooks on the solver (ErrorEstimate, StiffnessEstimate);
+    - `local`: a sampler hook plus one extra step after the solve (LocalErrorEstimate, ...);
+    - `integral`: extra state integrated with `y` (KineticEnergy, JacobianFrobenius, ...);
+    - `end`: a perturbed end time (RandomEndTime); no penalty.
+    """
+
+    def __init__(self, step, local, integral, end):
+        self.step, self.local, self.integral, self.end = step, local, integral, end
+
+    @classmethod
+    def of(cls, regs) -> "_Kinds":
+        step, local, integral, end = [], [], [], []
+        for r in regs:
+            if isinstance(r, AbstractStepRegularizer):
+                step.append(r)
+            elif isinstance(r, AbstractLocalRegularizer):
+                local.append(r)
+            elif isinstance(r, AbstractIntegralRegularizer):
+                integral.append(r)
+            elif isinstance(r, RandomEndTime):
+                end.append(r)
+            else:
+                raise TypeError(f"Unsupported regularizer type {type(r).__name__}.")
+        if len(end) > 1:
+            raise ValueError(
+                "ndes.diffeqsolve(regularizers=...) got more than one RandomEndTime; pass one."
+            )
+        return cls(tuple(step), tuple(local), tuple(integral), end[0] if end else None)
+
+    def penalised(self, step, local) -> tuple[AbstractRegularizer, ...]:
+        """The regularizers with a penalty term, in the order their values are computed."""
+        return (*step, *local, *self.integral)
+
+    def check(self, solver, terms, t0, t1, saveat, controller, adjoint, solver_state,
+              controller_state, event) -> None:
+        if self.step or self.local or self.integral:
+            if isinstance(adjoint, diffrax.BacksolveAdjoint):
+                raise ValueError(
+                    "regularizers cannot be differentiated with adjoint="
+                    "diffrax.BacksolveAdjoint() (it only back-propagates through ys). Use "
+                    "diffrax.RecursiveCheckpointAdjoint() (the default) or "
+                    "diffrax.DirectAdjoint()."
+                )
+            if isinstance(solver, diffrax.AbstractImplicitSolver):
+                raise ValueError(
+                    f"regularizers are supported with explicit solvers; {type(solver).__name__} "
+                    "is implicit. Use e.g. diffrax.Tsit5() or diffrax.Dopri5()."
+                )
+        for r in self.step + self.local:
+            r.check(solver, terms, controller)
+        if self.integral:
+            Augmentation.check(
+                terms, solver, saveat, solver_state, controller_state, event, self.integral
+            )
+        if self.end is not None:
+            self.end.check(t0, t1, saveat, controller)
 
 
 def _concrete_float(x) -> float | None:
@@ -126,13 +195,22 @@ def diffeqsolve(
 
     **Arguments (beyond diffrax's):**
 
-    - `regularizers`: a tuple of ndes regularizers, e.g.
-      `(ndes.ErrorEstimate(1e-2), ndes.StiffnessEstimate(1e-3))`.
+    - `regularizers`: a tuple of ndes regularizers, in any combination, e.g.
+      `(ndes.ErrorEstimate(1e-2), ndes.StiffnessEstimate(1e-3))`. Four kinds reach into the
+      solve differently: per-step estimates (`ErrorEstimate`, `StiffnessEstimate`) read every
+      accepted step; local estimates (`LocalErrorEstimate`, `LocalStiffnessEstimate`) record
+      the state at one sampled time and take one extra step after the solve; integral
+      penalties (`KineticEnergy`, `JacobianFrobenius`, `TaylorDerivative`) are integrated as
+      extra state that takes no part in step-size control; `RandomEndTime` perturbs `t1`.
+      Pass `regularizers=()` to switch them all off (e.g. for evaluation).
     - `train_step`: the optimiser step count; needed when a regularizer's weight is a
       schedule (e.g. `optax.exponential_decay(...)`).
 
     **Returns:** an `ndes.Solution`: a `diffrax.Solution` with `penalty` (scalar, weighted
-    sum), `penalty_terms` (name -> unweighted value) and `stats["num_fevals"]`.
+    sum), `penalty_terms` (name -> unweighted value) and `stats["num_fevals"]` (which
+    includes the extra step of the local regularizers). With local regularizers, also
+    `stats["local_sample_time"]` and `stats["local_step_size"]` (the sampled time and the
+    step size of the extra step).
 
     **Gradients.** The penalty is differentiated through the accepted steps with the step
     sizes treated as constants (diffrax's controller stops gradients through them), as in
@@ -144,33 +222,39 @@ def diffeqsolve(
     fix; diffrax's own errors otherwise.
     """
     regs = _as_regularizers(regularizers)
-    step_regs = [r for r in regs if isinstance(r, AbstractStepRegularizer)]
-    other = [r for r in regs if not isinstance(r, AbstractStepRegularizer)]
-    if other:
-        raise TypeError(f"Unsupported regularizer type {type(other[0]).__name__}.")
+    kinds = _Kinds.of(regs)
     _check_times(t0, t1, dt0)
-    if step_regs:
-        if isinstance(adjoint, diffrax.BacksolveAdjoint):
-            raise ValueError(
-                "regularizers cannot be differentiated with adjoint=diffrax.BacksolveAdjoint() "
-                "(it only back-propagates through ys). Use diffrax.RecursiveCheckpointAdjoint() "
-                "(the default) or diffrax.DirectAdjoint()."
-            )
-        if isinstance(solver, diffrax.AbstractImplicitSolver):
-            raise ValueError(
-                f"regularizers are supported with explicit solvers; {type(solver).__name__} "
-                "is implicit. Use e.g. diffrax.Tsit5() or diffrax.Dopri5()."
-            )
-        for r in step_regs:
-            r.check(solver, terms, stepsize_controller)
-    bound = tuple(r.bind(stepsize_controller) for r in step_regs)
-    weights = [r.resolve_weight(train_step) for r in bound]
+    kinds.check(solver, terms, t0, t1, saveat, stepsize_controller, adjoint, solver_state,
+                controller_state, event)
+    step_regs = tuple(r.bind(stepsize_controller) for r in kinds.step)
+    local_regs = tuple(r.bind(stepsize_controller) for r in kinds.local)
+    penalised = kinds.penalised(step_regs, local_regs)
+    weights = [r.resolve_weight(train_step) for r in penalised]
 
     cost = feval_cost(solver, terms, t0, t1, y0, args)
     dtype = _y_dtype(y0)
 
+    # 1. STEER: a random end time.
+    run_t1 = t1 if kinds.end is None else kinds.end.end_time(t0, t1)
+
+    # 2. Per-step hooks: the step regularizers, and the sampler of the local regularizers.
+    hooks: list = list(step_regs)
+    if local_regs:
+        sampler, direction = make_sampler(local_regs, t0, run_t1, y0)
+        hooks.append(sampler)
+
+    # 3. Integral regularizers: augment the state.
+    run_terms, run_y0, run_controller, run_saveat = terms, y0, stepsize_controller, saveat
+    augmentation = None
+    if kinds.integral:
+        augmentation = Augmentation(tuple(r.prepare(y0) for r in kinds.integral))
+        run_terms, run_y0, run_controller, run_saveat = augmentation.problem(
+            terms, y0, stepsize_controller, saveat
+        )
+        hooks = [ProjectedHook(h) for h in hooks]
+
     run_solver = solver
-    if bound:
+    if hooks:
         if (
             isinstance(adjoint, diffrax.DirectAdjoint)
             and isinstance(solver, diffrax.AbstractRungeKutta)
@@ -179,40 +263,40 @@ def diffeqsolve(
             # What DirectAdjoint does to a bare Runge--Kutta solver (so that forward-mode
             # autodiff works); it cannot reach through our wrapper, so do it here.
             solver = eqx.tree_at(lambda s: s.scan_kind, solver, "bounded", is_leaf=_is_none)
-        run_solver = regularized_solver(solver, bound)
+        run_solver = regularized_solver(solver, hooks)
     run_solver_state = solver_state
-    if bound and solver_state is not None:
-        run_solver_state = (solver_state, tuple(r.init(dtype) for r in bound))
+    if hooks and solver_state is not None:
+        run_solver_state = (solver_state, tuple(h.init(dtype) for h in hooks))
 
     pending0 = True if solver_state is None else _fsal_first_step_flag(solver_state)
     if made_jump is not None:
         pending0 = jnp.logical_or(pending0, made_jump)
     if cost is not None:
-        controller = make_counting_controller(stepsize_controller, cost, pending0)
+        controller = make_counting_controller(run_controller, cost, pending0)
         run_controller_state = controller_state
         if controller_state is not None:
             n = jnp.zeros(len(cost.per_attempt), jnp.int32)
             run_controller_state = CountState(controller_state, n, jnp.asarray(pending0))
     else:
-        controller = stepsize_controller
+        controller = run_controller
         run_controller_state = controller_state
 
     run_saveat = eqx.tree_at(
         lambda s: (s.solver_state, s.controller_state),
-        saveat,
+        run_saveat,
         (
-            bool(saveat.solver_state) or bool(bound),
+            bool(saveat.solver_state) or bool(hooks),
             bool(saveat.controller_state) or cost is not None,
         ),
     )
 
     sol = diffrax.diffeqsolve(
-        terms,
+        run_terms,
         run_solver,
         t0,
-        t1,
+        run_t1,
         dt0,
-        y0,
+        run_y0,
         args,
         saveat=run_saveat,
         stepsize_controller=controller,
@@ -228,29 +312,47 @@ def diffeqsolve(
 
     stats = dict(sol.stats)
     out_controller_state = sol.controller_state
+    counts = None
     if cost is not None:
         counts = sol.controller_state.num_fevals
-        stats["num_fevals"] = jnp.sum(counts)
-        if len(cost.per_attempt) > 1:
-            stats["num_fevals_per_term"] = counts
         out_controller_state = sol.controller_state.inner
 
     out_solver_state = sol.solver_state
+    values: list = []
+    if hooks:
+        results = run_solver.finalize(sol.solver_state)
+        out_solver_state = sol.solver_state[0]
+        values.extend(results[: len(step_regs)])
+    if local_regs:
+        local_values, t_s, h = local_step_values(
+            local_regs, results[-1], solver, terms, args, direction
+        )
+        values.extend(local_values)
+        stats["local_sample_time"] = t_s
+        stats["local_step_size"] = h
+        if counts is not None:
+            counts = counts + jnp.asarray(step_evaluations(cost), counts.dtype)
+    ts, ys, interpolation = sol.ts, sol.ys, sol.interpolation
+    if augmentation is not None:
+        ts, ys, interpolation, integral_values = augmentation.split(sol)
+        values.extend(integral_values)
+    if counts is not None:
+        stats["num_fevals"] = jnp.sum(counts)
+        if len(cost.per_attempt) > 1:
+            stats["num_fevals_per_term"] = counts
+
     penalty_terms: dict[str, Any] = {}
     penalty = jnp.zeros((), dtype)
-    if bound:
-        values = run_solver.finalize(sol.solver_state)
-        out_solver_state = sol.solver_state[0]
-        for name, w, v in zip(_unique_names(bound), weights, values, strict=True):
-            penalty_terms[name] = v
-            penalty = penalty + (w * v).astype(dtype)
+    for name, w, v in zip(_unique_names(penalised), weights, values, strict=True):
+        penalty_terms[name] = v
+        penalty = penalty + (w * v).astype(dtype)
 
     return Solution(
         t0=sol.t0,
         t1=sol.t1,
-        ts=sol.ts,
-        ys=sol.ys,
-        interpolation=sol.interpolation,
+        ts=ts,
+        ys=ys,
+        interpolation=interpolation,
         stats=stats,
         result=sol.result,
         solver_state=out_solver_state if saveat.solver_state else None,

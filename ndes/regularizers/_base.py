@@ -16,7 +16,13 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
-__all__ = ["AbstractRegularizer", "AbstractStepRegularizer", "StepInfo", "Aggregate"]
+__all__ = [
+    "AbstractRegularizer",
+    "AbstractStepHook",
+    "AbstractStepRegularizer",
+    "StepInfo",
+    "Aggregate",
+]
 
 Aggregate = Literal["sum", "mean", "max"]
 _AGGREGATES = ("sum", "mean", "max")
@@ -88,7 +94,30 @@ class StepInfo(eqx.Module):
     args: PyTree
 
 
-class AbstractStepRegularizer(AbstractRegularizer):
+class AbstractStepHook(eqx.Module):
+    """Anything `RegularizedSolver` calls after every attempted step.
+
+    `init(dtype)` makes an accumulator (a PyTree of arrays), `update(acc, info)` returns the
+    next one from a `StepInfo`, `finalize(acc)` reads the result off the final accumulator.
+    The accumulator lives in the solver state, so diffrax keeps an update only when the step
+    is accepted. Per-step regularizers are hooks; so is the sampler of the local
+    regularizers, which records the state at the sampled time.
+    """
+
+    @abc.abstractmethod
+    def init(self, dtype) -> PyTree[Array]:
+        """The accumulator before the first step."""
+
+    @abc.abstractmethod
+    def update(self, acc: PyTree[Array], info: StepInfo) -> PyTree[Array]:
+        """The accumulator after one attempted step (kept only if the step is accepted)."""
+
+    @abc.abstractmethod
+    def finalize(self, acc: PyTree[Array]) -> PyTree[Array]:
+        """The result, from the final accumulator."""
+
+
+class AbstractStepRegularizer(AbstractRegularizer, AbstractStepHook):
     """A regularizer accumulated over the accepted steps of the solve itself.
 
     `RegularizedSolver` calls `update` after every attempted step and stores the result in

@@ -1,0 +1,201 @@
+"""Figures for training runs (matplotlib, Agg canvas: no display and no global pyplot state)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_history", "plot_run"]
+
+_LABELS = {
+    "loss": "training loss",
+    "num_fevals": "NFE per solve",
+    "penalty": "penalty",
+    "eval_loss": "evaluation loss",
+    "eval_num_fevals": "NFE per prediction",
+}
+
+_DEFAULT_RUN_KEYS = ("loss", "eval_loss", "num_fevals", "eval_num_fevals", "penalty")
+
+Records = Sequence[Mapping[str, Any]]
+Source = str | os.PathLike | Records
+
+
+def _load(src: Source) -> list[Mapping[str, Any]]:
+    if isinstance(src, (str, os.PathLike)):
+        from .train import read_metrics
+
+        return read_metrics(src)
+    return list(src)
+
+
+def _label(key: str) -> str:
+    if key in _LABELS:
+        return _LABELS[key]
+    group, _, name = key.partition(".")
+    if group == "budget_weights" and name:
+        return f"weight of {name}"
+    if group == "penalty_terms" and name:
+        return f"{name} (unweighted)"
+    return key
+
+
+def _get(rec: Mapping[str, Any], key: str) -> Any:
+    """`rec[key]`, where a dotted key such as `budget_weights.ErrorEstimate` reads a nested
+    dict; `None` when missing or not a number."""
+    val: Any = rec
+    parts = (key,) if key in rec else key.split(".")
+    for part in parts:
+        if not isinstance(val, Mapping) or part not in val:
+            return None
+        val = val[part]
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        return None
+    return val
+
+
+def _runs(source: Any) -> dict[str, list[Mapping[str, Any]]]:
+    """Normalise the accepted inputs to `{label: records}`."""
+    if isinstance(source, Mapping):
+        return {str(k): _load(v) for k, v in source.items()}
+    if isinstance(source, (str, os.PathLike)):
+        groups: dict[str, list] = {}
+        for rec in _load(source):
+            groups.setdefault(str(rec.get("run", Path(source).stem)), []).append(rec)
+        return groups
+    items = list(source)
+    if items and all(isinstance(x, Mapping) for x in items):  # one list of records
+        groups = {}
+        for rec in items:
+            groups.setdefault(str(rec.get("run", "run")), []).append(rec)
+        return groups
+    out: dict[str, list] = {}
+    for i, x in enumerate(items):  # a list of files / record lists
+        label = Path(x).stem if isinstance(x, (str, os.PathLike)) else f"run {i}"
+        out[label] = _load(x)
+    return out
+
+
+def plot_history(
+    source: Source | Mapping[str, Source] | Sequence[Source],
+    path: str | os.PathLike,
+    *,
+    keys: Sequence[str] = ("loss", "num_fevals", "penalty"),
+    logy: Sequence[str] = ("loss", "penalty", "eval_loss"),
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Plot training metrics against the step, one line per run, and save a PNG.
+
+    **Arguments:**
+
+    - `source`: a metrics JSONL file written by `ndes.fit` (records with different
+      `run` labels become different lines), a list of records (`FitResult.history`), a
+      dict `{label: file or records}` (one line per label, e.g. one per method), or a list
+      of files / record lists.
+    - `path`: the output image (PNG); parent directories are created.
+    - `keys`: the metrics to draw, one panel each (missing metrics are skipped per run;
+      a panel no run has is left out). A dotted key reads a nested entry, e.g.
+      `"budget_weights.ErrorEstimate"` or `"penalty_terms.StiffnessEstimate"`.
+    - `logy`: metrics drawn on a logarithmic axis (when all their values are positive).
+    - `title`: optional figure title.
+    - `dpi`: resolution.
+
+    **Returns:** the path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = _runs(source)
+    if not runs or not any(runs.values()):
+        raise ValueError("plot_history: `source` holds no records to plot.")
+    keys = [k for k in keys if any(_get(r, k) is not None for recs in runs.values() for r in recs)]
+    if not keys:
+        raise ValueError(
+            "plot_history: none of the requested keys occur in the records; pass keys= naming "
+            "logged metrics such as 'loss', 'num_fevals', 'penalty'."
+        )
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes, keys, strict=False):
+        positive = True
+        for label, recs in runs.items():
+            pts = [(r["step"], v) for r in recs if (v := _get(r, key)) is not None and "step" in r]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            positive &= min(ys) > 0
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(_label(key))
+        if key in logy and positive:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+def plot_run(
+    run_dir: str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    keys: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Plot the metrics of a training run directory and save a PNG (what `ndes plot RUN_DIR`
+    draws).
+
+    **Arguments:**
+
+    - `run_dir`: a directory written by `ndes.fit(..., run_dir=...)` (holding
+      `metrics.jsonl`), or a directory whose subdirectories are such runs (one line per
+      subdirectory, labelled by its name, e.g. one per method).
+    - `path`: the output PNG; default `run_dir/history.png`.
+    - `keys`: the metrics to draw; default the training and evaluation loss and NFE, the
+      penalty and every adapted `BudgetWeight` that the records hold.
+    - `kwargs`: passed to `plot_history` (`logy`, `title`, `dpi`).
+
+    **Returns:** the path written.
+
+    Raises `FileNotFoundError` when `run_dir` holds no `metrics.jsonl` (neither directly
+    nor in a subdirectory).
+    """
+    d = Path(run_dir)
+    if (d / "metrics.jsonl").is_file():
+        source: Any = d / "metrics.jsonl"
+        runs = _runs(source)
+    else:
+        subs = (
+            sorted(p for p in d.iterdir() if (p / "metrics.jsonl").is_file()) if d.is_dir() else []
+        )
+        if not subs:
+            raise FileNotFoundError(
+                f"plot_run: {d} holds no metrics.jsonl (nor do its subdirectories); pass the "
+                "run_dir given to ndes.fit, or a directory of such runs."
+            )
+        source = {p.name: p / "metrics.jsonl" for p in subs}
+        runs = _runs(source)
+    if keys is None:
+        weights = sorted(
+            {
+                f"budget_weights.{name}"
+                for recs in runs.values()
+                for r in recs
+                for name in (r.get("budget_weights") or {})
+            }
+        )
+        keys = [*_DEFAULT_RUN_KEYS, *weights]
+    return plot_history(runs, d / "history.png" if path is None else path, keys=keys, **kwargs)

@@ -1,0 +1,94 @@
+"""ndes.plot: every figure function writes a PNG (Agg canvas, no display needed)."""
+
+import json
+
+import pytest
+
+from ndes.plot import plot_history, plot_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _records(run=None, n=5, scale=1.0):
+    out = []
+    for s in range(1, n + 1):
+        r = {"step": s, "loss": scale / s, "num_fevals": 20.0 + s, "penalty": 0.1 * s,
+             "penalty_terms": {"ErrorEstimate": 0.01 * s},
+             "budget_weights": {"ErrorEstimate": 0.05 * s}, "wall_time": 0.1 * s}
+        if s == n:
+            r["eval_loss"] = scale / n
+            r["eval_num_fevals"] = 18.0
+        if run is not None:
+            r["run"] = run
+        out.append(r)
+    return out
+
+
+def _write(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_plot_history_sources(tmp_path):
+    # A list of records (FitResult.history).
+    out = plot_history(_records(), tmp_path / "a" / "h.png", title="one run")
+    assert out.read_bytes().startswith(PNG)
+    # One JSONL file holding two runs (split by their "run" label), with a nested key.
+    f = _write(tmp_path / "m.jsonl", _records("vanilla") + _records("reg", scale=0.5))
+    out = plot_history(f, tmp_path / "b.png",
+                       keys=("loss", "budget_weights.ErrorEstimate", "penalty_terms.ErrorEstimate"))
+    assert out.read_bytes().startswith(PNG)
+    # A dict label -> file / records, and a list of files.
+    out = plot_history({"x": f, "y": _records()}, tmp_path / "c.png", keys=("eval_loss",))
+    assert out.read_bytes().startswith(PNG)
+    out = plot_history([f, _write(tmp_path / "n.jsonl", _records())], tmp_path / "d.png")
+    assert out.read_bytes().startswith(PNG)
+    # Nulls (NaN written by fit) and non-positive values on a log axis are tolerated.
+    recs = _records()
+    recs[1]["loss"] = None
+    recs[2]["penalty"] = 0.0
+    assert plot_history(recs, tmp_path / "e.png").read_bytes().startswith(PNG)
+
+
+def test_plot_history_errors(tmp_path):
+    with pytest.raises(ValueError, match="holds no records"):
+        plot_history([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="none of the requested keys"):
+        plot_history(_records(), tmp_path / "x.png", keys=("accuracy",))
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_run(tmp_path):
+    run = tmp_path / "run"
+    _write(run / "metrics.jsonl", _records())
+    out = plot_run(run)
+    assert out == run / "history.png" and out.read_bytes().startswith(PNG)
+    # A directory of runs: one line per subdirectory.
+    _write(tmp_path / "cmp" / "vanilla" / "metrics.jsonl", _records())
+    _write(tmp_path / "cmp" / "error" / "metrics.jsonl", _records(scale=0.3))
+    out = plot_run(tmp_path / "cmp", tmp_path / "cmp.png", keys=("loss", "num_fevals"))
+    assert out.read_bytes().startswith(PNG)
+    with pytest.raises(FileNotFoundError, match="holds no metrics.jsonl"):
+        plot_run(tmp_path / "nothing")
+
+
+def test_plot_fit_history(tmp_path):
+    """The records that ndes.fit writes plot as they are."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from ndes.train import fit
+
+    x = np.linspace(-1, 1, 16)[:, None]
+    model = eqx.nn.MLP(1, 1, 4, 1, key=jax.random.key(0))
+
+    def loss_fn(m, batch, *, key, regularizers, train_step):
+        return jnp.mean((jax.vmap(m)(batch) - batch) ** 2), {"num_fevals": 3.0}
+
+    fit(model, x, loss_fn, optax.adam(1e-2), key=jax.random.key(1), batch_size=8, steps=4,
+        run_dir=tmp_path, progress=False)
+    assert plot_run(tmp_path).read_bytes().startswith(PNG)

@@ -1,0 +1,372 @@
+"""LocalErrorEstimate / LocalStiffnessEstimate: sampling, equality with the global per-step
+terms, the counted extra step, gradients and error paths."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ndes
+from ndes.regularizers._local import force_sample_time
+
+from .helpers import Counter, MLPField, central_fd, linear_term
+
+RTOL, ATOL = 1e-5, 1e-7
+PID = diffrax.PIDController(rtol=RTOL, atol=ATOL)
+A = jnp.array([[-0.5, 2.0], [-2.0, -0.5]])
+Y0 = jnp.array([1.0, 0.5])
+T1 = 4.0
+
+
+def _accepted_times(term, y0):
+    sol = diffrax.diffeqsolve(
+        term,
+        diffrax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        y0,
+        stepsize_controller=PID,
+        saveat=diffrax.SaveAt(t0=True, steps=True),
+        max_steps=256,
+    )
+    ts, ys = np.asarray(sol.ts), np.asarray(sol.ys)
+    keep = np.isfinite(ts)
+    return ts[keep], ys[keep]
+
+
+def _solve(regs, term=None, y0=Y0, ctrl=PID, t1=T1, dt0=0.1):
+    return ndes.diffeqsolve(
+        linear_term(A) if term is None else term,
+        diffrax.Tsit5(),
+        0.0,
+        t1,
+        dt0,
+        y0,
+        stepsize_controller=ctrl,
+        regularizers=regs,
+    )
+
+
+def _one_step_global(reg, ta, tb, ya):
+    """The global estimate of the single step [ta, tb] from ya (its per-step term)."""
+    sol = ndes.diffeqsolve(
+        linear_term(A),
+        diffrax.Tsit5(),
+        ta,
+        tb,
+        tb - ta,
+        jnp.asarray(ya),
+        stepsize_controller=diffrax.ConstantStepSize(),
+        regularizers=(reg,),
+    )
+    assert int(sol.stats["num_accepted_steps"]) == 1
+    return float(sol.penalty)
+
+
+@pytest.mark.parametrize("sampling", ["unbiased", "biased"])
+def test_local_equals_global_step_term_at_step_boundary(sampling):
+    """Forced to an accepted step's start time, the local value is that step's term of the
+    global estimate (same norm, tolerances and step size)."""
+    ts, ys = _accepted_times(linear_term(A), Y0)
+    assert len(ts) > 6
+    key = jax.random.key(0)
+    for j in (0, 2, len(ts) // 2, len(ts) - 2):
+        local_e = force_sample_time(ndes.LocalErrorEstimate(1.0, sampling=sampling, key=key), ts[j])
+        local_s = force_sample_time(
+            ndes.LocalStiffnessEstimate(1.0, sampling=sampling, key=key), ts[j]
+        )
+        sol = _solve((local_e, local_s))
+        np.testing.assert_allclose(float(sol.stats["local_sample_time"]), ts[j], rtol=1e-12)
+        np.testing.assert_allclose(
+            float(sol.stats["local_step_size"]), ts[j + 1] - ts[j], rtol=1e-12
+        )
+        want_e = _one_step_global(
+            ndes.ErrorEstimate(1.0, rtol=RTOL, atol=ATOL), *ts[j : j + 2], ys[j]
+        )
+        want_s = _one_step_global(
+            ndes.StiffnessEstimate(1.0, aggregate="sum"), *ts[j : j + 2], ys[j]
+        )
+        np.testing.assert_allclose(
+            float(sol.penalty_terms["LocalErrorEstimate"]), want_e, rtol=1e-8
+        )
+        np.testing.assert_allclose(
+            float(sol.penalty_terms["LocalStiffnessEstimate"]), want_s, rtol=1e-8
+        )
+
+
+def test_biased_sampling_returns_only_accepted_step_starts():
+    ts, _ = _accepted_times(linear_term(A), Y0)
+    starts = ts[:-1]  # t1 is never a start
+
+    def sample(key):
+        sol = _solve((ndes.LocalErrorEstimate(1.0, sampling="biased", key=key),))
+        return sol.stats["local_sample_time"], sol.stats["num_rejected_steps"]
+
+    keys = jax.random.split(jax.random.key(1), 600)
+    t_s, rejected = jax.jit(jax.vmap(sample))(keys)
+    assert int(rejected[0]) > 0  # rejected attempts exist and must never be sampled
+    t_s = np.asarray(t_s)
+    dist = np.min(np.abs(t_s[:, None] - starts[None, :]), axis=1)
+    assert np.all(dist < 1e-12)
+    # Uniform over the accepted steps: every start is hit, no step more than ~3x expected.
+    counts = np.array([np.sum(np.abs(t_s - s) < 1e-12) for s in starts])
+    expected = len(t_s) / len(starts)
+    assert counts.min() > 0
+    assert counts.max() < 3 * expected
+
+
+def test_unbiased_sampling_covers_interval():
+    def sample(key):
+        sol = _solve((ndes.LocalErrorEstimate(1.0, key=key),))
+        return sol.stats["local_sample_time"]
+
+    keys = jax.random.split(jax.random.key(2), 2000)
+    t_s = np.sort(np.asarray(jax.jit(jax.vmap(sample))(keys)))
+    assert t_s.min() >= 0.0 and t_s.max() <= T1
+    # Kolmogorov--Smirnov distance to U(0, T1); the 0.1% critical value for n=2000 is 0.044.
+    ecdf = np.arange(1, len(t_s) + 1) / len(t_s)
+    ks = np.max(np.abs(ecdf - t_s / T1))
+    assert ks < 0.044
+
+
+def test_backward_in_time_sample_lies_in_interval():
+    sol = ndes.diffeqsolve(
+        linear_term(A),
+        diffrax.Tsit5(),
+        T1,
+        0.0,
+        -0.1,
+        Y0,
+        stepsize_controller=PID,
+        regularizers=(ndes.LocalErrorEstimate(1.0, key=jax.random.key(3)),),
+    )
+    t_s = float(sol.stats["local_sample_time"])
+    assert 0.0 <= t_s <= T1
+    assert float(sol.penalty) > 0
+
+
+def test_extra_step_is_counted():
+    counter = Counter()
+    term = diffrax.ODETerm(counter.wrap(lambda t, y, args: A @ y))
+    base = _solve((), term=term)
+    n_base = counter.read()
+    assert int(base.stats["num_fevals"]) == n_base
+    regs = (
+        ndes.LocalErrorEstimate(1.0, key=jax.random.key(0)),
+        ndes.LocalStiffnessEstimate(1.0, key=jax.random.key(0)),
+    )
+    sol = _solve(regs, term=term)
+    n_local = counter.read() - n_base
+    # One shared extra step: 7 evaluations for Tsit5 (a fresh step: init + all stages).
+    assert int(sol.stats["num_fevals"]) == int(base.stats["num_fevals"]) + 7
+    assert n_local == int(sol.stats["num_fevals"])
+
+
+def test_ys_unchanged_by_local_regularizers():
+    base = _solve(())
+    sol = _solve((ndes.LocalErrorEstimate(1.0, key=jax.random.key(0)),))
+    np.testing.assert_array_equal(np.asarray(sol.ys), np.asarray(base.ys))
+    assert int(sol.stats["num_steps"]) == int(base.stats["num_steps"])
+
+
+def _flat_field(key):
+    field = MLPField(2, 8, key, scale=5.0)
+    params, static = eqx.partition(field, eqx.is_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    return flat, lambda p: eqx.combine(unravel(p), static)
+
+
+@pytest.mark.parametrize("which", ["error", "stiffness"])
+@pytest.mark.parametrize("sampling", ["unbiased", "biased"])
+def test_fd_gradient(getkey, which, sampling):
+    flat, build = _flat_field(getkey())
+    y0 = jnp.array([0.5, -0.3])
+    key = jax.random.key(7)
+    if which == "error":
+        # rtol=0: the error scale is a true constant, so central differences must agree.
+        reg = ndes.LocalErrorEstimate(1.0, sampling=sampling, key=key, rtol=0.0, atol=1e-3)
+    else:
+        reg = ndes.LocalStiffnessEstimate(1.0, sampling=sampling, key=key)
+
+    def f(p):
+        sol = ndes.diffeqsolve(
+            diffrax.ODETerm(build(p)),
+            diffrax.Tsit5(),
+            0.0,
+            1.0,
+            0.25,
+            y0,
+            stepsize_controller=diffrax.ConstantStepSize(),
+            regularizers=(reg,),
+        )
+        return sol.penalty
+
+    # The sample (t_s, y(t_s), h) is a constant of the gradient, so the finite differences
+    # are taken of one step from the recorded sample, held fixed.
+    sol = ndes.diffeqsolve(
+        diffrax.ODETerm(build(flat)),
+        diffrax.Tsit5(),
+        0.0,
+        1.0,
+        0.25,
+        y0,
+        stepsize_controller=diffrax.ConstantStepSize(),
+        regularizers=(reg,),
+    )
+    t_s, h = float(sol.stats["local_sample_time"]), float(sol.stats["local_step_size"])
+    ref = diffrax.diffeqsolve(
+        diffrax.ODETerm(build(flat)),
+        diffrax.Tsit5(),
+        0.0,
+        1.0,
+        0.25,
+        y0,
+        saveat=diffrax.SaveAt(dense=True),
+    )
+    y_s = ref.evaluate(t_s)
+    one_reg = (
+        ndes.ErrorEstimate(1.0, rtol=0.0, atol=1e-3)
+        if which == "error"
+        else ndes.StiffnessEstimate(1.0, aggregate="sum")
+    )
+
+    def g(p):
+        one = ndes.diffeqsolve(
+            diffrax.ODETerm(build(p)),
+            diffrax.Tsit5(),
+            t_s,
+            t_s + h,
+            h,
+            y_s,
+            stepsize_controller=diffrax.ConstantStepSize(),
+            regularizers=(one_reg,),
+        )
+        return one.penalty
+
+    np.testing.assert_allclose(float(f(flat)), float(g(flat)), rtol=1e-7)
+    grad = np.asarray(jax.grad(f)(flat))
+    idx = np.arange(0, flat.size, max(1, flat.size // 10))
+    fd = central_fd(lambda q: g(flat.at[idx].set(q)), flat[idx], eps=1e-5)
+    np.testing.assert_allclose(grad[idx], fd, rtol=1e-4, atol=1e-8)
+    # y(t_s) is gradient-stopped: no gradient reaches y0.
+    g_y0 = jax.grad(
+        lambda y: (
+            ndes.diffeqsolve(
+                diffrax.ODETerm(build(flat)),
+                diffrax.Tsit5(),
+                0.0,
+                1.0,
+                0.25,
+                y,
+                stepsize_controller=diffrax.ConstantStepSize(),
+                regularizers=(reg,),
+            ).penalty
+        )
+    )(y0)
+    np.testing.assert_array_equal(np.asarray(g_y0), 0.0)
+
+
+def test_vmap_grad_with_per_trajectory_keys(getkey):
+    flat, build = _flat_field(getkey())
+    y0s = jnp.array([[0.5, -0.3], [2.0, 1.0], [-1.0, 0.1]])
+    keys = jax.random.split(jax.random.key(4), 3)
+
+    def f(p, y0, key):
+        sol = ndes.diffeqsolve(
+            diffrax.ODETerm(build(p)),
+            diffrax.Tsit5(),
+            0.0,
+            1.0,
+            None,
+            y0,
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5),
+            regularizers=(ndes.LocalErrorEstimate(1.0, key=key),),
+        )
+        return sol.penalty
+
+    batched = jax.vmap(jax.grad(f), in_axes=(None, 0, 0))(flat, y0s, keys)
+    assert np.all(np.isfinite(np.asarray(batched)))
+    for i in range(3):
+        np.testing.assert_allclose(
+            batched[i], jax.grad(f)(flat, y0s[i], keys[i]), rtol=1e-5, atol=1e-9
+        )
+
+
+@pytest.mark.parametrize("sampling", ["unbiased", "biased"])
+def test_local_error_on_adaptive_sde(sampling):
+    key = jax.random.key(5)
+    bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(2,), key=key)
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, args: -y),
+        diffrax.ControlTerm(lambda t, y, args: 0.1 * jnp.eye(2), bm),
+    )
+    sol = ndes.diffeqsolve(
+        terms,
+        diffrax.Heun(),
+        0.0,
+        1.0,
+        0.05,
+        jnp.ones(2),
+        stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+        regularizers=(ndes.LocalErrorEstimate(1.0, key=key, sampling=sampling),),
+    )
+    assert np.isfinite(float(sol.penalty)) and float(sol.penalty) > 0
+    # The extra step stays inside the Brownian path's interval.
+    t_s, h = float(sol.stats["local_sample_time"]), float(sol.stats["local_step_size"])
+    assert 0.0 <= t_s and t_s + h <= 1.0 + 1e-12
+    if sampling == "unbiased":  # a sample in the last step: the extra step is cut at t1
+        reg = force_sample_time(ndes.LocalErrorEstimate(1.0, key=key), 0.999)
+        sol = ndes.diffeqsolve(
+            terms,
+            diffrax.Heun(),
+            0.0,
+            1.0,
+            0.05,
+            jnp.ones(2),
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+            regularizers=(reg,),
+        )
+        np.testing.assert_allclose(float(sol.stats["local_step_size"]), 0.001, rtol=1e-9)
+        assert np.isfinite(float(sol.penalty))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="needs key="):
+        ndes.LocalErrorEstimate(1.0)
+    with pytest.raises(ValueError, match="needs key="):
+        ndes.LocalStiffnessEstimate(1.0, sampling="biased")
+    with pytest.raises(ValueError, match="sampling='uniform'"):
+        ndes.LocalErrorEstimate(1.0, sampling="uniform", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="same sampling"):
+        _solve(
+            (
+                ndes.LocalErrorEstimate(1.0, key=jax.random.key(0)),
+                ndes.LocalStiffnessEstimate(1.0, sampling="biased", key=jax.random.key(0)),
+            )
+        )
+    with pytest.raises(ValueError, match="LocalStiffnessEstimate"):
+        ndes.diffeqsolve(
+            linear_term(A),
+            diffrax.Bosh3(),
+            0.0,
+            1.0,
+            0.1,
+            Y0,
+            stepsize_controller=PID,
+            regularizers=(ndes.LocalStiffnessEstimate(1.0, key=jax.random.key(0)),),
+        )
+    with pytest.raises(ValueError, match="BacksolveAdjoint"):
+        ndes.diffeqsolve(
+            linear_term(A),
+            diffrax.Tsit5(),
+            0.0,
+            1.0,
+            0.1,
+            Y0,
+            stepsize_controller=PID,
+            adjoint=diffrax.BacksolveAdjoint(),
+            regularizers=(ndes.LocalErrorEstimate(1.0, key=jax.random.key(0)),),
+        )
