@@ -9,7 +9,10 @@ The public API is small and re-exported here:
   local (one sampled time) `ndes.LocalErrorEstimate`, `ndes.LocalStiffnessEstimate`; classic
   baselines `ndes.KineticEnergy`, `ndes.JacobianFrobenius`, `ndes.TaylorDerivative`,
   `ndes.RandomEndTime`.
-- Models: `ndes.NeuralODE`, `ndes.NeuralCDE` (Equinox modules; joint-batch by default).
+- Models: `ndes.NeuralODE`, `ndes.NeuralCDE`, `ndes.NeuralSDE`, the stable SDEs
+  `ndes.NeuralLSDE` / `ndes.NeuralLNSDE` / `ndes.NeuralGSDE`, `ndes.LatentSDE` (Equinox
+  modules; joint-batch by default).
+- `ndes.GridBrownianPath`: a fixed-grid Brownian path for fast fixed-step SDE training.
 - Data: `ndes.data` (UEA sets, digits, missingness, CDE features).
 - Training: `ndes.fit` (resumable, data-parallel), `ndes.BudgetWeight` (a target NFE instead
   of a guessed weight), `ndes.train` (checkpoints, metrics), `ndes.plot` (figures).
@@ -17,6 +20,7 @@ The public API is small and re-exported here:
 
 from . import plot as plot
 from . import train as train
+from ._brownian import GridBrownianPath as GridBrownianPath
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
 from ._solve import supports_feval_count as supports_feval_count
@@ -24,7 +28,11 @@ from .models import LatentSDE as LatentSDE
 from .models import MLPVectorField as MLPVectorField
 from .models import ModelOutput as ModelOutput
 from .models import NeuralCDE as NeuralCDE
+from .models import NeuralGSDE as NeuralGSDE
+from .models import NeuralLNSDE as NeuralLNSDE
+from .models import NeuralLSDE as NeuralLSDE
 from .models import NeuralODE as NeuralODE
+from .models import NeuralSDE as NeuralSDE
 from .regularizers import AbstractRegularizer as AbstractRegularizer
 from .regularizers import AbstractStepRegularizer as AbstractStepRegularizer
 from .regularizers import ErrorEstimate as ErrorEstimate

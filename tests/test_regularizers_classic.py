@@ -361,3 +361,30 @@ class _OtherAdaptive(diffrax.AbstractAdaptiveStepSizeController):
 
     def adapt_step_size(self, *args):
         return self.inner.adapt_step_size(*args)
+
+
+def test_regularizer_cost_benchmark_quick_runs():
+    """The benchmark's quick mode prints one row per regularizer (timings are not checked)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "regularizer_cost.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert r.returncode == 0, r.stderr
+    for name in (
+        "none",
+        "ErrorEstimate",
+        "LocalErrorEstimate biased",
+        "JacobianFrobenius",
+        "TaylorDerivative K=3",
+        "RandomEndTime",
+    ):
+        assert name in r.stdout
+    assert "nan" not in r.stdout.lower()

@@ -5,3 +5,8 @@ from ._latent_sde import LatentSDE as LatentSDE
 from ._mlp import MLPVectorField as MLPVectorField
 from ._ode import ModelOutput as ModelOutput
 from ._ode import NeuralODE as NeuralODE
+from ._sde import NeuralSDE as NeuralSDE
+from ._stable_sde import AbstractStableSDE as AbstractStableSDE
+from ._stable_sde import NeuralGSDE as NeuralGSDE
+from ._stable_sde import NeuralLNSDE as NeuralLNSDE
+from ._stable_sde import NeuralLSDE as NeuralLSDE

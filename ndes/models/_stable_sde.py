@@ -1,0 +1,418 @@
+r"""Stable neural SDE classes of Oh, Lee & Park 2024, "Stable Neural Stochastic Differential
+Equations in Analyzing Irregular Time Series Data" (ICLR 2024).
+
+Three classes whose solutions exist, are unique and keep bounded moments (the paper's
+Theorems 3.1--3.6):
+
+- Langevin-type (LSDE): $dz = \gamma(z, X_t)\,dt + \sigma(t)\,dW_t$
+- linear-noise (LNSDE): $dz = \gamma(t, z, X_t)\,dt + \sigma(t) \odot z\,dW_t$
+- geometric (GSDE):     $dz = \gamma(t, z, X_t) \odot z\,dt + \sigma(t) \odot z\,dW_t$
+
+with diagonal noise, $\gamma$ an MLP, $\sigma(t)$ a two-layer network of
+$(\sin t, \cos t)$ with a ReLU output, $X_t$ an optional controlled path (interpolated
+observations) fed to the drift, $z_0 = \xi(X_{t_0})$ linear, and a linear readout of
+$z(t_1)$ for classification.
+
+Checked against the authors' code (github.com/yongkyung-oh/Stable-Neural-SDEs,
+`models_sde/neuralsde.py`, `Diffusion_model` with the README's `neuralsde_2_16` (LSDE),
+`_4_17` (LNSDE), `_6_17` (GSDE)). `bounded=True` (default) follows that code:
+
+- drift: $\tanh(\mathrm{MLP}(\cdot))$; GSDE: $\tanh(\mathrm{MLP}(\cdot) \odot \tanh z)$ (the code
+  replaces the factor $z$ by $\tanh z$);
+- diffusion: $\tanh(\mathrm{sigmoid}(\theta)\,\cdot\,\text{raw})$ with a learnable scalar
+  $\theta$ (init 1), raw $= \sigma(t)$ (LSDE) or $\sigma(t) \odot z$ (LNSDE, GSDE);
+- time enters the drift as $(\sin t, \cos t)$ (LNSDE, GSDE; LSDE's drift has no time);
+- Itô, Euler--Maruyama.
+
+`bounded=False` gives the paper's formulas exactly (no tanh, factor $z$).
+Differences from the code: the control enters by concatenating $X_t$ to the drift MLP's
+input (the code concatenates linear embeddings of $z$ and $X_t$ and maps them linearly --
+the same function class); the readout is linear (the code uses an MLP head with batch
+norm and dropout); all series share the observation grid `ts` (no per-series final index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._ode import ModelOutput
+from ._sde import _check_inputs, check_sde_config, check_sde_solver, solve_sde
+
+__all__ = ["AbstractStableSDE", "NeuralLSDE", "NeuralLNSDE", "NeuralGSDE"]
+
+
+class _Field(eqx.Module):
+    """Binds a stable model's drift or diffusion to the control path for one sample."""
+
+    model: "AbstractStableSDE"
+    control: Any
+    which: str = eqx.field(static=True)
+
+    def __call__(self, t, z, args):
+        if self.which == "drift":
+            x = None if self.control is None else self.control.evaluate(t)
+            return self.model.drift(t, z, x)
+        return self.model.diffusion(t, z)
+
+
+class _JointControlField(eqx.Module):
+    """Joint mode with a control: vmaps the per-sample field over the state rows and the
+    batched control path together (the `(B, n)` state is one diffrax state)."""
+
+    model: "AbstractStableSDE"
+    control: Any
+
+    def __call__(self, t, z, args):
+        return jax.vmap(lambda zz, c: self.model.drift(t, zz, c.evaluate(t)))(z, self.control)
+
+
+class AbstractStableSDE(eqx.Module):
+    r"""Shared machinery of `NeuralLSDE`, `NeuralLNSDE`, `NeuralGSDE` (see the module
+    docstring for the equations and the reference).
+
+    **Arguments:**
+
+    - `hidden_size`: latent dimension `n` of $z$.
+    - `width`, `depth`: hidden width and hidden layers of the drift MLP $\gamma$ (ReLU).
+    - `key`: PRNG key for the initialisation.
+    - `input_channels`: channels `C` of the controlled path $X$; `None` for an
+      autonomous model (then pass `z0`).
+    - `out_size`: size of the linear readout of $z(t_1)$; `None` for no readout.
+    - `bounded`: `True` (default) bounds drift and diffusion with tanh as the authors' code
+      does; `False` uses the paper's unbounded formulas.
+    - `theta`: initial value of the diffusion scale's logit $\theta$.
+    - `solver`, `sde_type`: default `diffrax.Euler()`, `"ito"` (as the paper); any solver
+      accepted by `ndes.NeuralSDE` for that `sde_type`.
+    - `stepsize_controller`, `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`,
+      `max_steps`, `batch_mode`: as in `ndes.NeuralSDE` (fixed steps use
+      `ndes.GridBrownianPath`, adaptive ones `diffrax.VirtualBrownianTree`; joint batch
+      by default).
+    """
+
+    drift_mlp: eqx.nn.MLP
+    noise_net: eqx.nn.MLP
+    theta: Float[Array, ""]
+    initial: eqx.nn.Linear | None
+    readout: eqx.nn.Linear | None
+    hidden_size: int = eqx.field(static=True)
+    input_channels: int | None = eqx.field(static=True)
+    bounded: bool = eqx.field(static=True)
+    sde_type: str = eqx.field(static=True)
+    solver: diffrax.AbstractSolver
+    stepsize_controller: diffrax.AbstractStepSizeController
+    num_steps: int | None = eqx.field(static=True)
+    dt0: float | None = eqx.field(static=True)
+    brownian: str = eqx.field(static=True)
+    brownian_tol: float | None = eqx.field(static=True)
+    adjoint: diffrax.AbstractAdjoint | None
+    max_steps: int | None = eqx.field(static=True)
+    batch_mode: str = eqx.field(static=True)
+
+    # Whether the drift sees (sin t, cos t); whether the diffusion is additive.
+    time_input: eqx.AbstractClassVar[bool]
+    additive: eqx.AbstractClassVar[bool]
+
+    def __init__(
+        self,
+        hidden_size: int,
+        width: int,
+        depth: int,
+        *,
+        key: PRNGKeyArray,
+        input_channels: int | None = None,
+        out_size: int | None = None,
+        bounded: bool = True,
+        theta: float = 1.0,
+        solver: diffrax.AbstractSolver = diffrax.Euler(),
+        sde_type: str = "ito",
+        stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize(),
+        num_steps: int | None = None,
+        dt0: float | None = None,
+        brownian: str = "auto",
+        brownian_tol: float | None = None,
+        adjoint: diffrax.AbstractAdjoint | None = None,
+        max_steps: int | None = 4096,
+        batch_mode: str = "joint",
+        dtype=None,
+    ):
+        name = type(self).__name__
+        if hidden_size < 1 or width < 1 or depth < 0:
+            raise ValueError(
+                f"{name} needs hidden_size >= 1, width >= 1, depth >= 0; got {hidden_size}, "
+                f"{width}, {depth}."
+            )
+        check_sde_config(
+            name,
+            "diagonal",
+            None,
+            brownian,
+            brownian_tol,
+            batch_mode,
+            dt0,
+            num_steps,
+            stepsize_controller,
+        )
+        check_sde_solver(solver, sde_type, type(self).additive, name)
+        kd, kn1, ki, kr = jr.split(key, 4)
+        c = 0 if input_channels is None else int(input_channels)
+        in_size = hidden_size + 2 * int(type(self).time_input) + c
+        self.drift_mlp = eqx.nn.MLP(
+            in_size, hidden_size, width, depth, activation=jax.nn.relu, key=kd, dtype=dtype
+        )
+        # sigma(t) = relu(Linear(relu(Linear(sin t, cos t)))): the code's "2NN(t)".
+        self.noise_net = eqx.nn.MLP(
+            2,
+            hidden_size,
+            hidden_size,
+            1,
+            activation=jax.nn.relu,
+            final_activation=jax.nn.relu,
+            key=kn1,
+            dtype=dtype,
+        )
+        self.theta = jnp.asarray(theta, dtype=dtype if dtype is not None else float)
+        self.initial = (
+            None if input_channels is None else eqx.nn.Linear(c, hidden_size, key=ki, dtype=dtype)
+        )
+        self.readout = (
+            None if out_size is None else eqx.nn.Linear(hidden_size, out_size, key=kr, dtype=dtype)
+        )
+        self.hidden_size = hidden_size
+        self.input_channels = input_channels
+        self.bounded = bounded
+        self.sde_type = sde_type
+        self.solver = solver
+        self.stepsize_controller = stepsize_controller
+        self.num_steps = num_steps
+        self.dt0 = dt0
+        self.brownian = brownian
+        self.brownian_tol = brownian_tol
+        self.adjoint = adjoint
+        self.max_steps = max_steps
+        self.batch_mode = batch_mode
+
+    # --- the SDE, per sample -------------------------------------------------------
+    def _gamma(self, t, z, x):
+        parts = []
+        if type(self).time_input:
+            t = jnp.asarray(t, z.dtype)
+            parts.append(jnp.stack([jnp.sin(t), jnp.cos(t)]))
+        parts.append(z)
+        if x is not None:
+            parts.append(x.astype(z.dtype))
+        return self.drift_mlp(jnp.concatenate(parts))
+
+    def sigma(self, t, dtype) -> Float[Array, " n"]:
+        r"""$\sigma(t) \ge 0$, shape `(n,)`."""
+        t = jnp.asarray(t, dtype)
+        return self.noise_net(jnp.stack([jnp.sin(t), jnp.cos(t)]))
+
+    def drift(self, t, z: Float[Array, " n"], x: Float[Array, " C"] | None) -> Float[Array, " n"]:
+        """Drift at one state `z` with control value `x = X(t)` (or None)."""
+        raise NotImplementedError
+
+    def _noise_raw(self, t, z):
+        raise NotImplementedError
+
+    def diffusion(self, t, z: Float[Array, " n"]) -> Float[Array, " n"]:
+        """Diagonal diffusion at one state `z`, shape `(n,)`."""
+        raw = self._noise_raw(t, z)
+        if self.bounded:
+            return jnp.tanh(jax.nn.sigmoid(self.theta).astype(z.dtype) * raw)
+        return raw
+
+    def __call__(
+        self,
+        ts: Float[ArrayLike, " T"],
+        control: diffrax.AbstractPath | None = None,
+        *,
+        key: PRNGKeyArray,
+        z0: Float[ArrayLike, " n"] | Float[ArrayLike, "B n"] | None = None,
+        regularizers: Sequence = (),
+        train_step: ArrayLike | None = None,
+    ) -> ModelOutput:
+        """Sample the SDE over `ts` and read out the final state.
+
+        **Arguments:**
+
+        - `ts`: `(T,)` strictly increasing times shared by the batch; the solve runs from
+          `ts[0]` to `ts[-1]` and saves at every `ts`.
+        - `control`: the controlled path $X$, e.g.
+          `diffrax.CubicInterpolation(ts, diffrax.backward_hermite_coefficients(ts, x))`,
+          evaluating to `(C,)`. For a batch pass a path whose array leaves carry a leading
+          batch axis, e.g.
+          `jax.vmap(lambda c: diffrax.CubicInterpolation(ts, c))(coeffs)`. `None` for an
+          autonomous model.
+        - `key`: PRNG key of the Brownian motion.
+        - `z0`: initial state `(n,)` / `(B, n)`; default $\\xi(X(t_0))$ (needs `control`).
+        - `regularizers`, `train_step`: as in `ndes.diffeqsolve`.
+
+        **Returns:** a `ModelOutput`: `ys` the readout `(out,)` / `(B, out)` (or, without a
+        readout, the states `(T, n)` / `(B, T, n)`), `final_state` $z(t_1)$, penalty, stats.
+        """
+        name = type(self).__name__
+        if (control is None) != (self.input_channels is None):
+            raise ValueError(
+                f"{name}: built with input_channels={self.input_channels}, so `control` must be "
+                + (
+                    "None."
+                    if self.input_channels is None
+                    else "a diffrax path (e.g. diffrax.CubicInterpolation) of the observations."
+                )
+            )
+        batched_control = control is not None and not _unbatched_ok(control, jnp.asarray(ts))
+        if z0 is None:
+            if control is None:
+                raise ValueError(f"{name}: pass `z0` (the model has no control path to map).")
+            t_first = jnp.asarray(ts)[0]
+            if batched_control:
+                x0 = jax.vmap(lambda c: c.evaluate(t_first))(control)
+                z0 = jax.vmap(self.initial)(x0)
+            else:
+                z0 = self.initial(control.evaluate(t_first))
+        ts, z0 = _check_inputs(ts, z0, name)
+        if z0.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"{name}: `z0` must have {self.hidden_size} components (hidden_size); got "
+                f"shape {z0.shape}."
+            )
+        if control is not None and (z0.ndim == 2) != batched_control:
+            raise ValueError(
+                f"{name}: a batch of states needs a batched control path (array leaves with a "
+                "leading batch axis, e.g. jax.vmap(lambda c: diffrax.CubicInterpolation(ts, "
+                "c))(coeffs)) and a single state an unbatched one."
+            )
+        common = dict(
+            owner=name,
+            noise="diagonal",
+            noise_size=self.hidden_size,
+            solver=self.solver,
+            stepsize_controller=self.stepsize_controller,
+            dt0=self.dt0,
+            num_steps=self.num_steps,
+            brownian=self.brownian,
+            brownian_tol=self.brownian_tol,
+            adjoint=self.adjoint,
+            max_steps=self.max_steps,
+            regularizers=regularizers,
+            train_step=train_step,
+            args=None,
+        )
+        diffusion = _Field(self, None, "diffusion")
+        if control is None or z0.ndim == 1:
+            out = solve_sde(
+                _Field(self, control, "drift"),
+                diffusion,
+                ts,
+                z0,
+                key,
+                batch_mode=self.batch_mode,
+                **common,
+            )
+        elif self.batch_mode == "joint":
+            out = _solve_joint_with_control(self, control, diffusion, ts, z0, key, common)
+        else:
+            out = solve_sde(
+                _Field(self, None, "drift"),
+                diffusion,
+                ts,
+                z0,
+                key,
+                batch_mode="vmap",
+                sample_drift=lambda c: _Field(self, c, "drift"),
+                sample_data=control,
+                **common,
+            )
+        final = out.ys[..., -1, :]
+        if self.readout is None:
+            return ModelOutput(out.ys, out.penalty, out.penalty_terms, out.stats, final)
+        head = self.readout if final.ndim == 1 else jax.vmap(self.readout)
+        return ModelOutput(head(final), out.penalty, out.penalty_terms, out.stats, final)
+
+
+def _unbatched_ok(control, ts) -> bool:
+    """Whether `control.evaluate(t)` works unbatched and returns a vector."""
+    try:
+        out = jax.eval_shape(lambda c: c.evaluate(ts[0]), control)
+    except Exception:  # a batched path fails inside diffrax's interpolation on shapes
+        return False
+    return len(out.shape) == 1
+
+
+def _solve_joint_with_control(model, control, diffusion, ts, z0, key, common):
+    """Joint batch with a batched control: the `(B, n)` state as one solve, the drift
+    vmapped over state rows and control paths together."""
+    return solve_sde(
+        _Field(model, None, "drift"),
+        diffusion,
+        ts,
+        z0,
+        key,
+        batch_mode="joint",
+        joint_drift=_JointControlField(model, control),
+        **common,
+    )
+
+
+class NeuralLSDE(AbstractStableSDE):
+    r"""Langevin-type stable neural SDE (Oh, Lee & Park 2024, eq. LSDE):
+    $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
+    Itô = Stratonovich and the additive-noise SRK solvers `diffrax.ShARK`/`SRA1`/`SEA`
+    apply). Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\sigma(t))$.
+    See `AbstractStableSDE` for the arguments."""
+
+    time_input = False
+    additive = True
+
+    def drift(self, t, z, x):
+        g = self._gamma(t, z, x)
+        return jnp.tanh(g) if self.bounded else g
+
+    def _noise_raw(self, t, z):
+        return self.sigma(t, z.dtype)
+
+
+class NeuralLNSDE(AbstractStableSDE):
+    r"""Linear-noise stable neural SDE (Oh, Lee & Park 2024, eq. LNSDE):
+    $\mathrm{d}z = \gamma(t, z, X_t)\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
+    Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$.
+    See `AbstractStableSDE` for the arguments."""
+
+    time_input = True
+    additive = False
+
+    def drift(self, t, z, x):
+        g = self._gamma(t, z, x)
+        return jnp.tanh(g) if self.bounded else g
+
+    def _noise_raw(self, t, z):
+        return self.sigma(t, z.dtype) * z
+
+
+class NeuralGSDE(AbstractStableSDE):
+    r"""Geometric stable neural SDE (Oh, Lee & Park 2024, eq. GSDE):
+    $\mathrm{d}z = \gamma(t, z, X_t) \odot z\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
+    Bounded version (the authors' code): drift $\tanh(\gamma \odot \tanh z)$, diffusion
+    $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$. With $z_0 \ne 0$ componentwise, the
+    unbounded geometric SDE keeps each component's sign. See `AbstractStableSDE` for the
+    arguments."""
+
+    time_input = True
+    additive = False
+
+    def drift(self, t, z, x):
+        g = self._gamma(t, z, x)
+        if self.bounded:
+            return jnp.tanh(g * jnp.tanh(z))
+        return g * z
+
+    def _noise_raw(self, t, z):
+        return self.sigma(t, z.dtype) * z
