@@ -18,6 +18,7 @@ The public API is small and re-exported here:
   of a guessed weight), `ndes.train` (checkpoints, metrics), `ndes.plot` (figures).
 """
 
+from . import data as data
 from . import plot as plot
 from . import train as train
 from ._brownian import GridBrownianPath as GridBrownianPath

@@ -15,6 +15,8 @@ _LABELS = {
     "penalty": "penalty",
     "eval_loss": "evaluation loss",
     "eval_num_fevals": "NFE per prediction",
+    "accuracy": "accuracy",
+    "eval_accuracy": "test accuracy",
 }
 
 _DEFAULT_RUN_KEYS = ("loss", "eval_loss", "num_fevals", "eval_num_fevals", "penalty")

@@ -1,5 +1,6 @@
 """The command line and the benchmark scripts run (their output is checked, not timings)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ndes._config import ConfigError, load_config, parse_config
+from ndes._demo import DemoResult, format_table
 from ndes.cli import main
+from ndes.train import list_checkpoints, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +23,7 @@ def _run(*args, timeout=600):
     )
 
 
-@pytest.mark.parametrize("cmd", [[], ["demo"], ["info"]])
+@pytest.mark.parametrize("cmd", [[], ["demo"], ["info"], ["train"], ["plot"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
@@ -40,14 +44,186 @@ def test_info(capsys):
     assert "diffrax" in out and "device: cpu" in out
 
 
-def test_demo_quick_prints_table():
-    r = _run("-m", "ndes.cli", "demo", "--quick", "--no-progress")
+def test_demo_quick_prints_table_and_writes_figure(tmp_path):
+    out = tmp_path / "demo"
+    r = _run("-m", "ndes.cli", "demo", "--quick", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    for word in ("vanilla", "ErrorEstimate", "StiffnessEstimate", "NFE/solve", "test MSE"):
+    for word in ("vanilla", "ErrorEstimate", "StiffnessEstimate", "test acc", "NFE/predict",
+                 "train s", "predict ms"):
         assert word in r.stdout
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("vanilla", "Error", "Stiff"))]
     assert len(rows) == 3
     assert "nan" not in r.stdout.lower()
+    assert (out / "demo.png").stat().st_size > 10_000
+    for m in ("vanilla", "ErrorEstimate", "StiffnessEstimate"):
+        recs = read_metrics(out / m / "metrics.jsonl")
+        assert any("eval_accuracy" in rec and "eval_num_fevals" in rec for rec in recs)
+        assert any("loss" in rec and "num_fevals" in rec for rec in recs)
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [x["method"] for x in results] == ["vanilla", "ErrorEstimate", "StiffnessEstimate"]
+    # `ndes plot` redraws the three runs of the demo directory.
+    assert main(["plot", str(out), "-o", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").stat().st_size > 10_000
+
+
+def test_demo_table_mean_std_over_seeds():
+    rows = [DemoResult(m, seed, acc, nfe, 10.0 + seed, 0.002, None)
+            for seed in (0, 1, 2)
+            for m, acc, nfe in (("vanilla", 96.0 + seed, 40.0 + 2 * seed),
+                                ("ErrorEstimate", 95.0 + seed, 20.0 + seed))]
+    table = format_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, one row per method
+    assert lines[2].split()[:4] == ["vanilla", "97.00", "±", "1.00"]
+    assert "21.0 ± 1.0" in lines[3] and "0.50" in lines[3]  # NFE ratio of the means
+    assert format_table(rows[:2]).splitlines()[2].split()[1] == "96.00"  # one seed: no ±
+
+
+# ---- ndes train: config validation ---------------------------------------------------------
+
+_BASE = {
+    "steps": 4,
+    "data": {"name": "digits"},
+    "model": {"type": "neural_ode", "width": 8},
+    "regularizers": [{"type": "ErrorEstimate", "weight": 1.0}],
+}
+
+
+def _with(**changes):
+    cfg = json.loads(json.dumps(_BASE))
+    for dotted, val in changes.items():
+        *path, last = dotted.split("__")
+        d = cfg
+        for p in path:
+            d = d[int(p)] if isinstance(d, list) else d[p]
+        d[last] = val
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (_with(model__widht=8), r"config key 'model.widht' is unknown; known keys .*width"),
+        (_with(stepz=3), r"config key 'stepz' is unknown"),
+        (_with(model__width="wide"), r"config key 'model.width' must be a positive integer"),
+        (_with(model__width=0), r"config key 'model.width' must be a positive integer"),
+        (_with(steps=True), r"config key 'steps' must be a positive integer"),
+        (_with(optimizer={"lr": -1.0}), r"config key 'optimizer.lr' must be a positive number"),
+        (_with(model__solver="RK4"), r"config key 'model.solver' must be one of"),
+        (_with(data__name="mnist"), r"config key 'data.name' = 'mnist' is not supported"),
+        (_with(regularizers__0__type="Magic"),
+         r"config key 'regularizers\[0\].type' = 'Magic' is not supported; choose one of: "
+         r"ErrorEstimate"),
+        (_with(regularizers__0__weight="big"),
+         r"config key 'regularizers\[0\].weight' must be a non-negative number"),
+        (_with(regularizers__0__rtl=1e-3), r"config key 'regularizers\[0\].rtl' is unknown"),
+        (_with(regularizers=[{"type": "KineticEnergy"}]),
+         r"'regularizers\[0\].weight' or 'regularizers\[0\].target_nfe' is needed"),
+        ({k: v for k, v in _BASE.items() if k != "steps"}, r"config key 'steps' is required"),
+        (_with(model__type="neural_cde"), r"'data.name' = 'digits' is not supported with "
+         r"model.type = 'neural_cde'"),
+    ],
+)
+def test_config_validation_names_the_key(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw)
+
+
+def test_config_defaults_and_example_configs():
+    cfg = parse_config(_BASE)
+    assert cfg.batch_size == 64 and cfg.seed == 0 and cfg.model["rtol"] == 1e-3
+    assert cfg.optimizer == {"type": "adam", "lr": 1e-3, "weight_decay": 1e-4,
+                             "momentum": 0.0, "schedule": "constant", "clip_norm": None}
+    examples = sorted((ROOT / "examples" / "configs").glob("*.toml"))
+    assert len(examples) >= 2
+    for path in examples:
+        load_config(path)  # every shipped example is valid
+
+
+def test_train_bad_config_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('steps = 4\n[data]\nname = "digits"\n[model]\nwidht = 3\n')
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("ndes train: error: config key 'model.widht' is unknown")
+    path.write_text("steps = [\n")
+    assert main(["train", str(path)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ---- ndes train / plot: running --------------------------------------------------------
+
+_TINY = """
+steps = {steps}
+batch_size = 16
+checkpoint_every = 2
+eval_every = 2
+
+[data]
+name = "ornstein_uhlenbeck"
+num_train = 32
+num_test = 16
+num_times = 4
+
+[model]
+width = 4
+
+[[regularizers]]
+type = "ErrorEstimate"
+weight = 0.1
+"""
+
+
+def test_train_writes_metrics_and_checkpoints_then_resumes_and_plots(tmp_path, capsys):
+    cfg, run = tmp_path / "tiny.toml", tmp_path / "run"
+    cfg.write_text(_TINY.format(steps=4))
+    args = ["train", str(cfg), "--run-dir", str(run), "--no-progress", "--no-plot"]
+    assert main(args) == 0, capsys.readouterr().err
+    recs = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert "eval_loss" in recs[1] and recs[-1]["penalty_terms"]["ErrorEstimate"] > 0
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2, 4]
+    assert (run / "config.toml").exists()
+    # Without --resume an existing run is refused (exit 2, with a hint).
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    # --resume continues to the new total.
+    cfg.write_text(_TINY.format(steps=6))
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    recs = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")][-1] == 6
+    # ndes plot redraws the figure from the metrics.
+    png = tmp_path / "fig.png"
+    assert main(["plot", str(run), "-o", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "nowhere")]) == 2
+    assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_train_ctrl_c_checkpoints_and_exits_130(tmp_path, capsys, monkeypatch):
+    import ndes
+
+    cfg, run = tmp_path / "tiny.toml", tmp_path / "run"
+    cfg.write_text(_TINY.format(steps=50))
+    real_fit = ndes.fit
+
+    def interrupting_fit(*a, **kw):
+        def stop(step, state, record):
+            if step == 3:
+                raise KeyboardInterrupt
+
+        return real_fit(*a, **{**kw, "callbacks": [stop]})
+
+    monkeypatch.setattr(ndes, "fit", interrupting_fit)
+    assert main(["train", str(cfg), "--run-dir", str(run), "--no-progress", "--no-plot"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 3" in err and "--resume" in err
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2, 3]
 
 
 def test_overhead_benchmark_quick():
