@@ -4,15 +4,16 @@ Setup (Kidger et al. 2020 style): hidden 32, 3 channels (time + 2 values), lengt
 batch 128, Hermite cubic with backward differences, float32, 2-class readout with
 cross-entropy, Adam. Solvers: Midpoint with 50 steps (fixed) and Dopri5 (rtol 1e-3,
 atol 1e-6; torchcde's "dopri5"). A train step is value_and_grad + optimiser update.
-Reported: median of >= 20 warmed-up steps, compile/first-call time separately, ratio to
-torchcde. Run: `python benchmarks/cde_speed.py` (`--quick` for a seconds-long smoke run).
+All rows of a solver are compiled (first call, reported separately), then timed round-robin
+(`benchmarks/_timing.time_interleaved`) so that load drift on a shared machine affects every
+row alike. Reported: median of >= 20 steps, ratio to torchcde; torch threads printed.
+Run: `python benchmarks/cde_speed.py` (`--quick` for a seconds-long smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
 
 import diffrax
 import equinox as eqx
@@ -21,21 +22,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from _timing import time_interleaved
 
 from ndes.models._cde import NeuralCDE
-
-
-def timeit(fn, repeats):
-    t = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
 
 
 def make_data(batch, length, seed=0):
@@ -151,6 +140,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, a few repeats")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared 2-vCPU machine 2 OpenMP threads were "
+        "measured 20x slower, spinning at barriers while the other core is busy)",
+    )
     a = ap.parse_args(argv)
     if a.quick:
         hidden, channels, length, batch, steps, repeats = 8, 3, 10, 8, 5, a.repeats or 3
@@ -167,15 +163,26 @@ def main(argv=None):
         import torchcde  # noqa: F401
 
         have_torch = True
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        if a.torch_threads > 0:
+            torch.set_num_threads(a.torch_threads)
+        peers = (
+            f"torchcde {torchcde.__version__} (torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, cdeint adjoint=False)"
+        )
     except ImportError:
         have_torch = False
+        peers = "torchcde not installed"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"NeuralCDE train step: hidden {hidden}, channels {channels}, length {length}, batch "
         f"{batch}, Hermite cubic (backward differences), float32, Adam; jax {jax.__version__}, "
         f"diffrax {diffrax.__version__}"
     )
-    print(f"Midpoint: {steps} steps; Dopri5: rtol 1e-3, atol 1e-6. median of {repeats}.")
+    print(f"peers: {peers}; {os.cpu_count()} CPUs, load average {load:.2f} at start")
+    print(
+        f"Midpoint: {steps} steps; Dopri5: rtol 1e-3, atol 1e-6. Rows interleaved, "
+        f"median of {repeats}."
+    )
     print(f"{'solver':9s} {'impl':14s} {'step ms':>9s} {'first s':>8s} {'vs torchcde':>12s}")
     for name, tname, solver, adaptive in solvers:
         rows = []
@@ -188,13 +195,11 @@ def main(argv=None):
                     ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps),
                 )
             )
-        ref = None
-        for label, fn in rows:
-            first, med = timeit(fn, repeats)
-            if label == "torchcde":
-                ref = med
+        res = time_interleaved([fn for _, fn in rows], repeats)
+        ref = res[0][0] if have_torch else None
+        for (label, _), (med, first, _) in zip(rows, res, strict=True):
             ratio = f"{med / ref:.2f}x" if ref else "n/a"
-            print(f"{name:9s} {label:14s} {med * 1e3:9.2f} {first:8.2f} {ratio:>12s}")
+            print(f"{name:9s} {label:14s} {med * 1e3:9.2f} {first:8.2f} {ratio:>12s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from tests.helpers import central_fd
 
 
 def _model(key, **kw):
-    kw.setdefault("dt0", 0.1)
+    if "stepsize_controller" in kw:
+        kw.setdefault("dt0", 0.1)
+    else:
+        kw.setdefault(
+            "num_steps", 20
+        )  # static step count: `ts` are traced under the jitted helpers below
     kw.setdefault("width", 16)
     return LatentSDE(1, 2, key=key, hidden_size=8, context_size=4, **kw)
 
@@ -29,8 +34,9 @@ _prior = eqx.filter_jit(lambda m, ts, k: m.sample_prior(ts, k))
 
 
 def test_path_kl_integrand_matches_direct_formula(getkey):
-    # One Euler step of length h: the extra state equals h * ½‖(f_post − f_prior)/g‖² at (t0, z0, context_0).
-    m = _model(getkey())
+    # One Euler step of length h: the extra state equals h * ½‖(f_post − f_prior)/g‖² at (t0, z0,
+    # context_0).
+    m = _model(getkey(), num_steps=1)
     h = 0.1
     ts = jnp.array([0.0, h])
     vals = jnp.array([[0.3], [-0.2]])
@@ -62,7 +68,8 @@ def test_variance_shrinks_with_samples(getkey):
     ts, vals = _series()
     e1 = np.array([_elbo(m, ts, vals, jr.key(i), 1)[0] for i in range(12)])
     e8 = np.array([_elbo(m, ts, vals, jr.key(100 + i), 8)[0] for i in range(12)])
-    # the variance of a mean of 8 iid samples is 1/8 of one; allow sampling noise of the variance estimate
+    # the variance of a mean of 8 iid samples is 1/8 of one; allow sampling noise of the variance
+    # estimate
     assert e8.var() < 0.5 * e1.var()
 
 
@@ -105,10 +112,16 @@ def test_fd_gradient(getkey):
     ts, vals = _series(n=5, t1=0.4)
     key = jr.key(7)
 
-    # a small parameter subset: prior-drift output bias, post-drift output bias, decoder weights, obs scale, encoder bias
+    # a small parameter subset: prior-drift output bias, post-drift output bias, decoder weights,
+    # obs scale, encoder bias
     def get(mm):
-        return (mm.prior_drift.layers[-1].bias, mm.post_drift.layers[-1].bias, mm.decoder.weight, mm.log_obs_scale,
-                mm.encoder_out.bias)
+        return (
+            mm.prior_drift.layers[-1].bias,
+            mm.post_drift.layers[-1].bias,
+            mm.decoder.weight,
+            mm.log_obs_scale,
+            mm.encoder_out.bias,
+        )
 
     flat0, unravel = jax.flatten_util.ravel_pytree(get(m))
 
@@ -131,7 +144,10 @@ def test_fit_ou_improves_elbo_and_tracks_data(getkey):
     noise = jr.normal(getkey(), (n - 1,))
     x = [1.0]
     for i in range(n - 1):
-        x.append(x[-1] * np.exp(-theta * dt) + sigma * np.sqrt((1 - np.exp(-2 * theta * dt)) / (2 * theta)) * noise[i])
+        x.append(
+            x[-1] * np.exp(-theta * dt)
+            + sigma * np.sqrt((1 - np.exp(-2 * theta * dt)) / (2 * theta)) * noise[i]
+        )
     vals = (jnp.array(x) + 0.05 * jr.normal(getkey(), (n,)))[:, None]
     m = _model(getkey(), obs_scale=0.2)
     opt = optax.adam(2e-2)
@@ -142,9 +158,9 @@ def test_fit_ou_improves_elbo_and_tracks_data(getkey):
         def loss(mm):
             return -mm.elbo(ts, vals, k, num_samples=2)[0]
 
-        l, g = eqx.filter_value_and_grad(loss)(m)
+        lv, g = eqx.filter_value_and_grad(loss)(m)
         upd, state = opt.update(g, state, eqx.filter(m, eqx.is_array))
-        return eqx.apply_updates(m, upd), state, l
+        return eqx.apply_updates(m, upd), state, lv
 
     eval_keys = jr.split(jr.key(11), 8)
     before = np.mean([_elbo(m, ts, vals, k, 1)[0] for k in eval_keys])
@@ -152,8 +168,11 @@ def test_fit_ou_improves_elbo_and_tracks_data(getkey):
         m, state, _ = step(m, state, jr.key(1000 + i))
     after = np.mean([_elbo(m, ts, vals, k, 1)[0] for k in eval_keys])
     assert after > before + 10.0, (before, after)
-    # posterior mean (16 samples) tracks the data: MSE below half the data variance (a loose threshold).
-    xs = eqx.filter_jit(eqx.filter_vmap(lambda k: m.sample_posterior(ts, vals, k)[1]))(jr.split(jr.key(5), 16))
+    # posterior mean (16 samples) tracks the data: MSE below half the data variance (a loose
+    # threshold).
+    xs = eqx.filter_jit(eqx.filter_vmap(lambda k: m.sample_posterior(ts, vals, k)[1]))(
+        jr.split(jr.key(5), 16)
+    )
     mse = float(jnp.mean((xs.mean(0) - vals) ** 2))
     assert mse < 0.5 * float(jnp.var(vals)), (mse, float(jnp.var(vals)))
 
@@ -190,6 +209,89 @@ def test_regularizers_on_posterior_solve(getkey):
     with pytest.raises(ValueError):
         m.elbo(ts, vals, getkey(), regularizers=ErrorEstimate())
     # adaptive Heun (Stratonovich) + PID + Brownian tree: the penalty is finite and positive
-    ma = _model(getkey(), solver=diffrax.Heun(), stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-2))
-    e, parts = eqx.filter_jit(lambda mm, k: mm.elbo(ts, vals, k, regularizers=ErrorEstimate()))(ma, getkey())
+    ma = _model(
+        getkey(),
+        solver=diffrax.Heun(),
+        stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-2),
+    )
+    e, parts = eqx.filter_jit(lambda mm, k: mm.elbo(ts, vals, k, regularizers=ErrorEstimate()))(
+        ma, getkey()
+    )
     assert jnp.isfinite(e) and parts["penalty"] > 0 and parts["num_fevals"] > 0
+
+
+def test_fixed_step_default_uses_grid_path_and_matches_hand_written_euler(getkey):
+    # The default (Euler, constant steps) drives the posterior by ndes.GridBrownianPath drawn from
+    # the key: a
+    # hand-written Euler--Maruyama loop over the same path's increments reproduces the sample
+    # exactly.
+    from ndes import GridBrownianPath
+
+    m = _model(getkey())
+    ts, vals = (
+        _series()
+    )  # 11 times on [0, 2], 20 steps: every second grid point is an observation time
+    key = getkey()
+    zs, _ = _post(m, ts, vals, key)
+    mu, std, ctx = m.encode(ts, vals)
+    kz, kb = jr.split(key)
+    z = mu + std * jr.normal(kz, mu.shape, mu.dtype)
+    path = GridBrownianPath(ts[0], ts[-1], (m.latent_size + 1,), kb, num_steps=20)
+    h = float(ts[-1] - ts[0]) / 20
+    manual = [z]
+    for k in range(20):
+        t = ts[0] + k * h
+        c = ctx[jnp.clip(jnp.searchsorted(ts, t, side="left"), 0, len(ts) - 1)]
+        z = z + m.f_post(t, z, c) * h + m.g(z) * path.increments[k, : m.latent_size]
+        manual.append(z)
+    np.testing.assert_allclose(zs, jnp.stack(manual)[::2], rtol=1e-10, atol=1e-12)
+    # deterministic given the key (jitted and not), different for another key
+    again = m.sample_posterior(ts, vals, key)[0]
+    np.testing.assert_allclose(again, zs, rtol=1e-12, atol=1e-12)
+    assert jnp.array_equal(_post(m, ts, vals, key)[0], zs)
+    assert not jnp.allclose(_post(m, ts, vals, getkey())[0], zs)
+    e1, e2 = _elbo(m, ts, vals, key, 2)[0], _elbo(m, ts, vals, key, 2)[0]
+    assert float(e1) == float(e2)
+
+
+def test_brownian_choice_and_step_count(getkey):
+    import diffrax
+
+    ts, vals = _series()
+    # dt0 with concrete ts gives the same grid (and sample) as the equivalent num_steps
+    key = getkey()
+    k0 = getkey()
+    a = LatentSDE(1, 2, key=k0, hidden_size=8, context_size=4, width=16, dt0=0.1).sample_posterior(
+        ts, vals, key
+    )
+    b = _model(k0).sample_posterior(ts, vals, key)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-10, atol=1e-12)
+    # dt0 with traced ts cannot give a static step count: a clear error naming num_steps
+    m_dt = LatentSDE(1, 2, key=k0, hidden_size=8, context_size=4, width=16, dt0=0.1)
+    with pytest.raises(ValueError, match="num_steps"):
+        _post(m_dt, ts, vals, key)
+    # ... unless the tree is asked for explicitly
+    m_tree = LatentSDE(
+        1, 2, key=k0, hidden_size=8, context_size=4, width=16, dt0=0.1, brownian="tree"
+    )
+    zs = _post(m_tree, ts, vals, key)[0]
+    assert zs.shape == (11, 2) and bool(jnp.all(jnp.isfinite(zs)))
+    # the grid needs constant steps
+    with pytest.raises(ValueError, match="brownian='grid'"):
+        ma = _model(
+            getkey(),
+            solver=diffrax.Heun(),
+            stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-2),
+            brownian="grid",
+        )
+        ma.sample_posterior(ts, vals, key)
+    with pytest.raises(ValueError, match="brownian="):
+        _model(getkey(), brownian="bridge")
+
+
+def test_parameters_have_strong_dtypes():
+    # A weakly typed parameter (e.g. jnp.full of a Python float) becomes strongly typed after the
+    # first optimiser update, so a jitted train step would compile twice.
+    m = _model(jr.key(0))
+    leaves = jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))
+    assert not any(x.aval.weak_type for x in leaves)

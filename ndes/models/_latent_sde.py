@@ -1,12 +1,14 @@
-"""Latent SDE (Li, Wong, Chen, Duvenaud 2020; Kidger 2021, "On Neural Differential Equations", latent SDEs).
+"""Latent SDE (Li, Wong, Chen, Duvenaud 2020; Kidger 2021, "On Neural Differential Equations",
+latent SDEs).
 
-Generative model (prior):   z0 ~ N(0, I),  dz = f_prior(t, z) dt + g(z) ∘ dW,  x_i ~ p(x | decoder(z(t_i))).
+Generative model (prior):   z0 ~ N(0, I),  dz = f_prior(t, z) dt + g(z) ∘ dW,
+                            x_i ~ p(x | decoder(z(t_i))).
 Variational posterior:      z0 ~ N(μ, σ²) from a GRU encoder run backwards over the observations,
                             dz = f_post(t, z, c(t)) dt + g(z) ∘ dW   (same diagonal diffusion g).
 
-ELBO = E_q[Σ_i log p(x_i | z(t_i))] − KL(q(z0) ‖ p(z0)) − E_q[∫ ½‖(f_post − f_prior)/g‖² dt],
-the path KL (Girsanov) being integrated as an extra state along the posterior solve, so it uses exactly the same
-Brownian sample and the same steps as the latent path.
+ELBO = E_q[Σ_i log p(x_i | z(t_i))] − KL(q(z0) ‖ p(z0)) − E_q[∫ ½‖(f_post − f_prior)/g‖² dt], the
+path KL (Girsanov) being integrated as an extra state along the posterior solve, so it uses exactly
+the same Brownian sample and the same steps as the latent path.
 """
 
 from __future__ import annotations
@@ -18,21 +20,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._solve import diffeqsolve
+from ._sde import check_sde_config, solve_sde
 
 __all__ = ["LatentSDE"]
-
-# Switch: `ndes._brownian.GridBrownianPath` (all increments of a fixed grid, fast for fixed-step training) was not
-# available when this module was written; every solve uses `diffrax.VirtualBrownianTree`. To switch, replace
-# `_brownian_path` below.
-USE_GRID_BROWNIAN_PATH = False
-
-
-def _brownian_path(t0, t1, shape, key, tol):
-    return diffrax.VirtualBrownianTree(t0, t1, tol=tol, shape=shape, key=key)
 
 
 def _check_inputs(ts, values, data_size):
@@ -42,22 +34,27 @@ def _check_inputs(ts, values, data_size):
         raise ValueError(f"`ts` must have shape (num_times,), got shape {ts.shape}.")
     if values.ndim != 2 or values.shape[0] != ts.shape[0] or values.shape[1] != data_size:
         raise ValueError(
-            f"`values` must have shape (num_times, data_size) = ({ts.shape[0]}, {data_size}) to match `ts` "
-            f"and the model's `data_size`, got shape {values.shape}; mark missing entries with NaN instead of "
-            "dropping them."
+            f"`values` must have shape (num_times, data_size) = ({ts.shape[0]}, {data_size}) to "
+            f"match `ts` and the model's `data_size`, got shape {values.shape}; mark missing "
+            "entries with NaN instead of dropping them."
         )
     if ts.shape[0] < 2:
         raise ValueError(f"`ts` needs at least 2 observation times, got {ts.shape[0]}.")
-    ts = eqx.error_if(ts, jnp.any(~jnp.isfinite(ts)), "`ts` contains NaN/inf times; times must be finite.")
     ts = eqx.error_if(
-        ts, jnp.any(jnp.diff(ts) <= 0), "`ts` must be strictly increasing; sort the observations and merge duplicates."
+        ts, jnp.any(~jnp.isfinite(ts)), "`ts` contains NaN/inf times; times must be finite."
+    )
+    ts = eqx.error_if(
+        ts,
+        jnp.any(jnp.diff(ts) <= 0),
+        "`ts` must be strictly increasing; sort the observations and merge duplicates.",
     )
     return ts, values
 
 
 class LatentSDE(eqx.Module):
-    """Latent neural SDE trained by the ELBO (Li et al. 2020, "Scalable Gradients for Stochastic Differential
-    Equations", AISTATS; Kidger 2021, "On Neural Differential Equations", §latent SDEs).
+    """Latent neural SDE trained by the ELBO (Li et al. 2020, "Scalable Gradients for Stochastic
+    Differential Equations", AISTATS; Kidger 2021, "On Neural Differential Equations", §latent
+    SDEs).
 
     All methods work on one series `(ts, values)`; use `jax.vmap` for batches.
 
@@ -69,18 +66,33 @@ class LatentSDE(eqx.Module):
     - `context_size`: size of the context vector fed to the posterior drift.
     - `width`, `depth`: MLP width/depth for the drifts and the diffusion.
     - `key`: PRNG key for the initialisation.
-    - `diffusion_scale`, `diffusion_floor`: the diagonal diffusion is
-      `g(z) = diffusion_floor + diffusion_scale * sigmoid(MLP(z))`, in `(floor, floor + scale)`; both must be > 0
-      so that g never reaches 0 (the path KL divides by g).
+    - `diffusion_scale`, `diffusion_floor`: the diagonal diffusion is `g(z) = diffusion_floor +
+      diffusion_scale * sigmoid(MLP(z))`, in `(floor, floor + scale)`; both must be > 0 so that g
+      never reaches 0 (the path KL divides by g).
     - `likelihood`: `"gaussian"` or `"laplace"`.
     - `obs_scale`: initial (if `learn_obs_scale`) or fixed observation scale (> 0).
     - `learn_obs_scale`: learn the log of the observation scale.
     - `solver`: a diffrax SDE solver (default `diffrax.Euler()`, Itô Euler–Maruyama).
-    - `dt0`: initial / fixed step size (time units of `ts`).
-    - `stepsize_controller`: default `diffrax.ConstantStepSize()`; an adaptive controller needs a solver with an
-      error estimate (e.g. `diffrax.Heun()`, Stratonovich) — the Brownian tree is used in both cases.
-    - `brownian_tol`: tolerance of the `diffrax.VirtualBrownianTree`.
+    - `num_steps`: number of equal steps over `[ts[0], ts[-1]]` of every solve for a constant step
+      size (static, so it works with traced `ts`, e.g. `ts` passed as an argument to a jitted
+      function, and with a batch of series of different lengths under `jax.vmap`). Alternatively
+      `dt0` with concrete `ts`.
+    - `dt0`: fixed step size (time units of `ts`; must divide `ts[-1] - ts[0]` into whole steps, and
+      `ts` must be concrete), or the adaptive controller's initial step. Ignored when `num_steps` is
+      set.
+    - `stepsize_controller`: default `diffrax.ConstantStepSize()`; an adaptive controller needs a
+      solver with an error estimate (e.g. `diffrax.Heun()`, Stratonovich).
+    - `brownian`: `"auto"` (default): constant steps draw every increment of the step grid at once
+      from the key (`ndes.GridBrownianPath`, the speed of a hand-written `lax.scan` loop), adaptive
+      steps use `diffrax.VirtualBrownianTree`; `"grid"` or `"tree"` force one (`"grid"` needs
+      constant steps).
+    - `brownian_tol`: the tree's tolerance; default `None` picks it from the controller
+      (`ndes.models._sde.default_tree_tol`, as `NeuralSDE` does).
     - `max_steps`: passed to the solver.
+
+    Solves go through the same engine as `NeuralSDE` (`ndes.models._sde.solve_sde`), with its
+    adjoint default: every step checkpointed for fixed steps. Samples are deterministic given the
+    key.
     """
 
     encoder_cell: eqx.nn.GRUCell
@@ -99,9 +111,11 @@ class LatentSDE(eqx.Module):
     likelihood: str = eqx.field(static=True)
     learn_obs_scale: bool = eqx.field(static=True)
     solver: diffrax.AbstractSolver
-    dt0: float = eqx.field(static=True)
+    dt0: float | None = eqx.field(static=True)
+    num_steps: int | None = eqx.field(static=True)
     stepsize_controller: diffrax.AbstractStepSizeController
-    brownian_tol: float = eqx.field(static=True)
+    brownian: str = eqx.field(static=True)
+    brownian_tol: float | None = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
 
     def __init__(
@@ -120,40 +134,71 @@ class LatentSDE(eqx.Module):
         obs_scale: float = 0.1,
         learn_obs_scale: bool = True,
         solver: diffrax.AbstractSolver | None = None,
-        dt0: float = 0.05,
+        dt0: float | None = 0.05,
+        num_steps: int | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-        brownian_tol: float = 1e-3,
+        brownian: str = "auto",
+        brownian_tol: float | None = None,
         max_steps: int = 4096,
     ):
         if data_size < 1 or latent_size < 1:
-            raise ValueError(f"`data_size` and `latent_size` must be >= 1, got {data_size}, {latent_size}.")
+            raise ValueError(
+                f"`data_size` and `latent_size` must be >= 1, got {data_size}, {latent_size}."
+            )
         if not diffusion_scale > 0:
             raise ValueError(
-                f"`diffusion_scale` must be > 0 (g = floor + scale*sigmoid(...)), got {diffusion_scale}; "
-                "pass a positive number."
+                f"`diffusion_scale` must be > 0 (g = floor + scale*sigmoid(...)), got "
+                f"{diffusion_scale}; pass a positive number."
             )
         if not diffusion_floor > 0:
             raise ValueError(
-                f"`diffusion_floor` must be > 0 so the diffusion never reaches 0 (the path KL divides by g), "
-                f"got {diffusion_floor}; pass e.g. 1e-2."
+                f"`diffusion_floor` must be > 0 so the diffusion never reaches 0 (the path KL "
+                f"divides by g), got {diffusion_floor}; pass e.g. 1e-2."
             )
         if likelihood not in ("gaussian", "laplace"):
             raise ValueError(f"`likelihood` must be 'gaussian' or 'laplace', got {likelihood!r}.")
         if not obs_scale > 0:
             raise ValueError(f"`obs_scale` must be > 0, got {obs_scale}.")
-        if not dt0 > 0:
-            raise ValueError(f"`dt0` must be > 0, got {dt0}.")
+        if dt0 is not None and not dt0 > 0:
+            raise ValueError(f"`dt0` must be > 0 or None, got {dt0}.")
+        stepsize_controller = (
+            diffrax.ConstantStepSize() if stepsize_controller is None else stepsize_controller
+        )
+        check_sde_config(
+            "LatentSDE",
+            "diagonal",
+            None,
+            brownian,
+            brownian_tol,
+            "joint",
+            dt0,
+            num_steps,
+            stepsize_controller,
+        )
         k = jr.split(key, 7)
         self.encoder_cell = eqx.nn.GRUCell(2 * data_size + 1, hidden_size, key=k[0])
         self.encoder_out = eqx.nn.Linear(hidden_size, 2 * latent_size, key=k[1])
         self.context_out = eqx.nn.Linear(hidden_size, context_size, key=k[2])
         self.post_drift = eqx.nn.MLP(
-            1 + latent_size + context_size, latent_size, width, depth, activation=jax.nn.softplus, key=k[3]
+            1 + latent_size + context_size,
+            latent_size,
+            width,
+            depth,
+            activation=jax.nn.softplus,
+            key=k[3],
         )
-        self.prior_drift = eqx.nn.MLP(1 + latent_size, latent_size, width, depth, activation=jax.nn.softplus, key=k[4])
-        self.diffusion_mlp = eqx.nn.MLP(latent_size, latent_size, width, depth, activation=jax.nn.softplus, key=k[5])
+        self.prior_drift = eqx.nn.MLP(
+            1 + latent_size, latent_size, width, depth, activation=jax.nn.softplus, key=k[4]
+        )
+        self.diffusion_mlp = eqx.nn.MLP(
+            latent_size, latent_size, width, depth, activation=jax.nn.softplus, key=k[5]
+        )
         self.decoder = eqx.nn.Linear(latent_size, data_size, key=k[6])
-        self.log_obs_scale = jnp.full((data_size,), jnp.log(obs_scale))
+        # a strong dtype (not weakly typed), so that a jitted train step does not retrace after its
+        # first update
+        self.log_obs_scale = jnp.full(
+            (data_size,), float(jnp.log(obs_scale)), dtype=self.decoder.weight.dtype
+        )
         self.data_size = data_size
         self.latent_size = latent_size
         self.context_size = context_size
@@ -162,9 +207,11 @@ class LatentSDE(eqx.Module):
         self.likelihood = likelihood
         self.learn_obs_scale = learn_obs_scale
         self.solver = diffrax.Euler() if solver is None else solver
-        self.dt0 = float(dt0)
-        self.stepsize_controller = diffrax.ConstantStepSize() if stepsize_controller is None else stepsize_controller
-        self.brownian_tol = float(brownian_tol)
+        self.dt0 = None if dt0 is None else float(dt0)
+        self.num_steps = num_steps
+        self.stepsize_controller = stepsize_controller
+        self.brownian = brownian
+        self.brownian_tol = None if brownian_tol is None else float(brownian_tol)
         self.max_steps = max_steps
 
     # ------------------------------------------------------------------ components
@@ -172,16 +219,20 @@ class LatentSDE(eqx.Module):
         """Prior drift `f_prior(t, z)`, shape `(d,)`."""
         return self.prior_drift(jnp.concatenate([jnp.reshape(t, (1,)).astype(z.dtype), z]))
 
-    def f_post(self, t: ArrayLike, z: Float[Array, " d"], context: Float[Array, " c"]) -> Float[Array, " d"]:
+    def f_post(
+        self, t: ArrayLike, z: Float[Array, " d"], context: Float[Array, " c"]
+    ) -> Float[Array, " d"]:
         """Posterior drift `f_post(t, z, c)`, shape `(d,)`."""
         return self.post_drift(jnp.concatenate([jnp.reshape(t, (1,)).astype(z.dtype), z, context]))
 
     def g(self, z: Float[Array, " d"]) -> Float[Array, " d"]:
-        """Shared diagonal diffusion, in `(diffusion_floor, diffusion_floor + diffusion_scale)`, shape `(d,)`."""
+        """Shared diagonal diffusion, in `(diffusion_floor, diffusion_floor + diffusion_scale)`,
+        shape `(d,)`."""
         return self.diffusion_floor + self.diffusion_scale * jax.nn.sigmoid(self.diffusion_mlp(z))
 
     def path_kl_integrand(self, t, z, context) -> Float[Array, ""]:
-        """`½‖(f_post − f_prior)/g‖²` at `(t, z)` (Li et al. 2020, eq. for the KL between path measures)."""
+        """`½‖(f_post − f_prior)/g‖²` at `(t, z)` (Li et al. 2020, eq. for the KL between path
+        measures)."""
         u = (self.f_post(t, z, context) - self.f_prior(t, z)) / self.g(z)
         return 0.5 * jnp.sum(u**2)
 
@@ -190,13 +241,15 @@ class LatentSDE(eqx.Module):
     ) -> tuple[Float[Array, " d"], Float[Array, " d"], Float[Array, "n c"]]:
         """Run the GRU backwards in time over `[value (NaN→0), mask, Δt to the next time]`.
 
-        **Returns:** `(mu, std)` of q(z0), each `(d,)`, and contexts `(n, c)`: `contexts[i]` summarises the
-        observations at times `>= ts[i]`.
+        **Returns:** `(mu, std)` of q(z0), each `(d,)`, and contexts `(n, c)`: `contexts[i]`
+        summarises the observations at times `>= ts[i]`.
         """
         mask = jnp.isfinite(values)
         filled = jnp.where(mask, values, 0.0)
         dts = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
-        inputs = jnp.concatenate([filled, mask.astype(filled.dtype), dts[:, None].astype(filled.dtype)], axis=1)
+        inputs = jnp.concatenate(
+            [filled, mask.astype(filled.dtype), dts[:, None].astype(filled.dtype)], axis=1
+        )
         h0 = jnp.zeros((self.encoder_cell.hidden_size,), filled.dtype)
 
         def step(h, x):
@@ -209,12 +262,18 @@ class LatentSDE(eqx.Module):
         contexts = jax.vmap(self.context_out)(hs)
         return mu, jnp.exp(log_std), contexts
 
-    def log_likelihood(self, zs: Float[Array, "n d"], values: Float[Array, "n D"]) -> Float[Array, ""]:
+    def log_likelihood(
+        self, zs: Float[Array, "n d"], values: Float[Array, "n D"]
+    ) -> Float[Array, ""]:
         """Σ over observed (non-NaN) entries of log p(x | decoder(z))."""
         mask = jnp.isfinite(values)
         x = jnp.where(mask, values, 0.0)
         mean = jax.vmap(self.decoder)(zs)
-        log_s = self.log_obs_scale if self.learn_obs_scale else jax.lax.stop_gradient(self.log_obs_scale)
+        log_s = (
+            self.log_obs_scale
+            if self.learn_obs_scale
+            else jax.lax.stop_gradient(self.log_obs_scale)
+        )
         if self.likelihood == "gaussian":
             lp = -0.5 * ((x - mean) / jnp.exp(log_s)) ** 2 - log_s - 0.5 * jnp.log(2 * jnp.pi)
         else:
@@ -222,26 +281,37 @@ class LatentSDE(eqx.Module):
         return jnp.sum(jnp.where(mask, lp, 0.0))
 
     # ------------------------------------------------------------------ solves
-    def _solve(self, drift, z0, t0, t1, saveat_ts, key, regularizers):
+    def _solve(self, drift, z0, ts, key, regularizers):
+        """Solve the latent SDE with state `[z, kl]` (the last channel has zero diffusion) from
+        `ts[0]` to `ts[-1]`, saving at `ts`: `ndes.GridBrownianPath` for constant steps,
+        `VirtualBrownianTree` for adaptive ones."""
         d = z0.shape[0]
         y0 = jnp.concatenate([z0, jnp.zeros((1,), z0.dtype)])
 
         def diffusion(t, y, args):
-            return lx.DiagonalLinearOperator(jnp.concatenate([self.g(y[:d]), jnp.zeros((1,), y.dtype)]))
+            return jnp.concatenate([self.g(y[:d]), jnp.zeros((1,), y.dtype)])
 
-        bm = _brownian_path(t0, t1, (d + 1,), key, self.brownian_tol)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
-        return diffeqsolve(
-            terms,
-            self.solver,
-            t0,
-            t1,
-            self.dt0,
+        return solve_sde(
+            drift,
+            diffusion,
+            ts,
             y0,
-            saveat=diffrax.SaveAt(ts=saveat_ts),
+            key,
+            owner="LatentSDE",
+            noise="diagonal",
+            noise_size=d + 1,
+            solver=self.solver,
             stepsize_controller=self.stepsize_controller,
+            dt0=self.dt0,
+            num_steps=self.num_steps,
+            brownian=self.brownian,
+            brownian_tol=self.brownian_tol,
+            adjoint=None,
             max_steps=self.max_steps,
+            batch_mode="joint",
             regularizers=regularizers,
+            train_step=None,
+            args=None,
         )
 
     def _posterior_single(self, ts, values, key, regularizers):
@@ -260,7 +330,7 @@ class LatentSDE(eqx.Module):
             u = (fp - self.f_prior(t, z)) / self.g(z)
             return jnp.concatenate([fp, 0.5 * jnp.sum(u**2, keepdims=True)])
 
-        sol = self._solve(drift, z0, ts[0], ts[-1], ts, kb, regularizers)
+        sol = self._solve(drift, z0, ts, kb, regularizers)
         kl0 = jnp.sum(0.5 * (std**2 + mu**2 - 1.0) - jnp.log(std))
         return sol, kl0
 
@@ -280,15 +350,16 @@ class LatentSDE(eqx.Module):
 
         - `ts`: observation times `(n,)`, strictly increasing, finite.
         - `values`: observations `(n, D)`; NaN marks a missing entry (ignored by the likelihood).
-        - `key`: PRNG key (z0 sample and Brownian motion); the ELBO is a deterministic function of the
-          parameters for a fixed key.
+        - `key`: PRNG key (z0 sample and Brownian motion); the ELBO is a deterministic function of
+          the parameters for a fixed key.
         - `num_samples`: Monte-Carlo samples.
-        - `kl_weight`: KL annealing weight β on both KL terms (float or traced scalar from a schedule).
+        - `kl_weight`: KL annealing weight β on both KL terms (float or traced scalar from a
+          schedule).
         - `regularizers`: ndes regularizers applied to the posterior solve (see `ndes.diffeqsolve`).
 
-        **Returns:** `(elbo, parts)` with `elbo = loglik − β (kl0 + path_kl)` (mean over samples) and `parts` a
-        dict of `loglik`, `kl0`, `path_kl`, `penalty` (mean regularization penalty; minimise
-        `-elbo + penalty`), `num_fevals` (mean per posterior solve).
+        **Returns:** `(elbo, parts)` with `elbo = loglik − β (kl0 + path_kl)` (mean over samples)
+        and `parts` a dict of `loglik`, `kl0`, `path_kl`, `penalty` (mean regularization penalty;
+        minimise `-elbo + penalty`), `num_fevals` (mean per posterior solve).
         """
         ts, values = _check_inputs(ts, values, self.data_size)
         if num_samples < 1:
@@ -328,13 +399,16 @@ class LatentSDE(eqx.Module):
     ) -> tuple[Float[Array, "n d"], Float[Array, "n D"]]:
         """One prior sample at `ts`, starting at `ts[0]` from `z0` (default: z0 ~ p(z0) = N(0, I)).
 
-        For forecasting, pass the posterior latent at the last observed time as `z0` and `ts` starting there.
+        For forecasting, pass the posterior latent at the last observed time as `z0` and `ts`
+        starting there.
         **Returns:** latent path `(n, d)` and decoded mean `(n, D)`.
         """
         ts = jnp.asarray(ts)
         if ts.ndim != 1 or ts.shape[0] < 2:
             raise ValueError(f"`ts` must have shape (num_times >= 2,), got {ts.shape}.")
-        ts = eqx.error_if(ts, jnp.any(~jnp.isfinite(ts)), "`ts` contains NaN/inf times; times must be finite.")
+        ts = eqx.error_if(
+            ts, jnp.any(~jnp.isfinite(ts)), "`ts` contains NaN/inf times; times must be finite."
+        )
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0), "`ts` must be strictly increasing.")
         kz, kb = jr.split(key)
         if z0 is None:
@@ -344,7 +418,7 @@ class LatentSDE(eqx.Module):
         def drift(t, y, args):
             return jnp.concatenate([self.f_prior(t, y[:d]), jnp.zeros((1,), y.dtype)])
 
-        sol = self._solve(drift, z0, ts[0], ts[-1], ts, kb, ())
+        sol = self._solve(drift, z0, ts, kb, ())
         zs = sol.ys[:, :d]
         return zs, jax.vmap(self.decoder)(zs)
 
@@ -354,22 +428,26 @@ class LatentSDE(eqx.Module):
 
 
 def with_posterior_equal_prior(model: LatentSDE) -> LatentSDE:
-    """Helper used in tests/docs: returns a copy whose posterior drift ignores the context and equals the prior
-    drift, and whose q(z0) = N(0, I) (encoder output zeroed). Both KL terms are then exactly 0."""
-    d, c = model.latent_size, model.context_size
+    """Helper used in tests/docs: returns a copy whose posterior drift ignores the context and
+    equals the prior drift, and whose q(z0) = N(0, I) (encoder output zeroed). Both KL terms are
+    then exactly 0."""
+    c = model.context_size
     pd = model.prior_drift
     # post_drift input is [t, z, c]: copy the prior's first layer and zero the context columns
     w0 = pd.layers[0].weight
     new_w0 = jnp.concatenate([w0, jnp.zeros((w0.shape[0], c), w0.dtype)], axis=1)
     n_layers = len(pd.layers)
     post = eqx.tree_at(
-        lambda m: [l.weight for l in m.layers] + [l.bias for l in m.layers],
+        lambda m: [lin.weight for lin in m.layers] + [lin.bias for lin in m.layers],
         model.post_drift,
-        [new_w0] + [l.weight for l in pd.layers[1:]] + [l.bias for l in pd.layers],
+        [new_w0] + [lin.weight for lin in pd.layers[1:]] + [lin.bias for lin in pd.layers],
     )
     assert n_layers == len(post.layers)
     model = eqx.tree_at(lambda m: m.post_drift, model, post)
     eo = model.encoder_out
-    model = eqx.tree_at(lambda m: (m.encoder_out.weight, m.encoder_out.bias), model,
-                        (jnp.zeros_like(eo.weight), jnp.zeros_like(eo.bias)))
+    model = eqx.tree_at(
+        lambda m: (m.encoder_out.weight, m.encoder_out.bias),
+        model,
+        (jnp.zeros_like(eo.weight), jnp.zeros_like(eo.bias)),
+    )
     return model

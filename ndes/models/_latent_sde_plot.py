@@ -11,8 +11,17 @@ import numpy as np  # noqa: E402
 __all__ = ["plot_posterior_and_forecast", "plot_training"]
 
 
-def plot_posterior_and_forecast(path, ts, values, post_ts, post_samples, fc_ts=None, fc_samples=None,
-                                test_ts=None, test_values=None):
+def plot_posterior_and_forecast(
+    path,
+    ts,
+    values,
+    post_ts,
+    post_samples,
+    fc_ts=None,
+    fc_samples=None,
+    test_ts=None,
+    test_values=None,
+):
     """Data vs posterior samples (mean, 5–95 % band) and prior-SDE forecast samples after the data.
 
     **Arguments:**
@@ -24,12 +33,21 @@ def plot_posterior_and_forecast(path, ts, values, post_ts, post_samples, fc_ts=N
     - `test_ts`, `test_values`: held-out data (optional).
     """
     fig, ax = plt.subplots(figsize=(9, 4))
-    for t_, s_, c, lab in ((post_ts, post_samples, "C0", "posterior"), (fc_ts, fc_samples, "C1", "forecast")):
+    for t_, s_, c, lab in (
+        (post_ts, post_samples, "C0", "posterior"),
+        (fc_ts, fc_samples, "C1", "forecast"),
+    ):
         if t_ is None:
             continue
         s_ = np.asarray(s_)
-        ax.fill_between(t_, np.quantile(s_, 0.05, 0), np.quantile(s_, 0.95, 0), color=c, alpha=0.25,
-                        label=f"{lab} 5–95 %")
+        ax.fill_between(
+            t_,
+            np.quantile(s_, 0.05, 0),
+            np.quantile(s_, 0.95, 0),
+            color=c,
+            alpha=0.25,
+            label=f"{lab} 5–95 %",
+        )
         ax.plot(t_, s_.mean(0), color=c, label=f"{lab} mean")
     ax.plot(ts, values, "k.", label="observed (train)")
     if test_ts is not None:
@@ -42,9 +60,10 @@ def plot_posterior_and_forecast(path, ts, values, post_ts, post_samples, fc_ts=N
 
 
 def plot_training(path, elbos, nfes, labels=("vanilla",)):
-    """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run) of `(steps,)`."""
+    """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run)
+    of `(steps,)`."""
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.5))
-    for e, n, lab in zip(elbos, nfes, labels):
+    for e, n, lab in zip(elbos, nfes, labels, strict=True):
         axs[0].plot(np.asarray(e), label=lab)
         axs[1].plot(np.asarray(n), label=lab)
     axs[0].set_title("ELBO (train)")
