@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from ndes.models._latent_sde import LatentSDE
-from ndes.models._latent_sde_plot import plot_posterior_and_forecast, plot_training
+from ndes.plot import plot_posterior_and_forecast, plot_training
 from ndes.regularizers import ErrorEstimate
 
 RUNS = (("vanilla", ()), ("error_estimate", (ErrorEstimate(),)))

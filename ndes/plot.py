@@ -1,4 +1,5 @@
-"""Figures for training runs (matplotlib, Agg canvas: no display and no global pyplot state)."""
+"""Figures for training runs and latent-SDE fits (matplotlib, Agg canvas: no display, no pyplot
+state, the user's backend untouched)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_history", "plot_run"]
+from .models._latent_sde_plot import plot_posterior_and_forecast as plot_posterior_and_forecast
+from .models._latent_sde_plot import plot_training as plot_training
+
+__all__ = ["plot_history", "plot_run", "plot_posterior_and_forecast", "plot_training"]
 
 _LABELS = {
     "loss": "training loss",

@@ -92,3 +92,23 @@ def test_plot_fit_history(tmp_path):
     fit(model, x, loss_fn, optax.adam(1e-2), key=jax.random.key(1), batch_size=8, steps=4,
         run_dir=tmp_path, progress=False)
     assert plot_run(tmp_path).read_bytes().startswith(PNG)
+
+
+def test_latent_sde_plots_write_pngs(tmp_path):
+    import numpy as np
+
+    import ndes
+
+    ts = np.linspace(0.0, 1.0, 20)
+    values = np.sin(ts)
+    values[::3] = np.nan  # missing observations are not drawn
+    samples = np.sin(ts)[None] + 0.1 * np.random.default_rng(0).normal(size=(16, 20))
+    fig = ndes.plot.plot_posterior_and_forecast(
+        tmp_path / "post.png", ts, values, ts, samples, ts + 1.0, samples, ts[-3:], values[-3:]
+    )
+    assert (tmp_path / "post.png").stat().st_size > 1000
+    assert fig.axes
+    fig = ndes.plot.plot_training(
+        tmp_path / "train.png", [np.arange(10.0)] * 2, [np.arange(10.0)] * 2, ("a", "b")
+    )
+    assert (tmp_path / "train.png").stat().st_size > 1000

@@ -1,12 +1,21 @@
-"""Plots for the latent SDE (matplotlib, Agg backend). Functions take arrays and write a PNG."""
+"""Plots for the latent SDE. Functions take arrays, write a PNG and return the figure.
+
+They draw on a `matplotlib.figure.Figure` with an Agg canvas: no pyplot, so nothing changes
+the user's backend or global figure state (a notebook displays the returned figure).
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 __all__ = ["plot_posterior_and_forecast", "plot_training"]
 
@@ -32,7 +41,8 @@ def plot_posterior_and_forecast(
     - `fc_ts`, `fc_samples`: `(k,)` and `(S, k)` forecast samples (optional).
     - `test_ts`, `test_values`: held-out data (optional).
     """
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = _figure((9, 4))
+    ax = fig.subplots()
     for t_, s_, c, lab in (
         (post_ts, post_samples, "C0", "posterior"),
         (fc_ts, fc_samples, "C1", "forecast"),
@@ -56,13 +66,14 @@ def plot_posterior_and_forecast(
     ax.set_xlabel("t")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_training(path, elbos, nfes, labels=("vanilla",)):
     """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run)
     of `(steps,)`."""
-    fig, axs = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = _figure((9, 3.5))
+    axs = fig.subplots(1, 2)
     for e, n, lab in zip(elbos, nfes, labels, strict=True):
         axs[0].plot(np.asarray(e), label=lab)
         axs[1].plot(np.asarray(n), label=lab)
@@ -73,4 +84,4 @@ def plot_training(path, elbos, nfes, labels=("vanilla",)):
         a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
