@@ -13,7 +13,8 @@ The public API is small and re-exported here:
   `ndes.NeuralLSDE` / `ndes.NeuralLNSDE` / `ndes.NeuralGSDE`, `ndes.LatentSDE` (Equinox
   modules; joint-batch by default).
 - `ndes.GridBrownianPath`: a fixed-grid Brownian path for fast fixed-step SDE training.
-- Data: `ndes.data` (UEA sets, digits, missingness, CDE features).
+- Data: `ndes.data` (UEA sets, digits, spirals, Ornstein–Uhlenbeck, Lotka–Volterra,
+  missingness, CDE features).
 - Training: `ndes.fit` (resumable, data-parallel), `ndes.BudgetWeight` (a target NFE instead
   of a guessed weight), `ndes.train` (checkpoints, metrics), `ndes.plot` (figures).
 """

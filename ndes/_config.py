@@ -480,8 +480,9 @@ def build_job(cfg: TrainConfig) -> Job:
         k_tr, k_te = jax.random.split(k_data)
         n_tr, n_te = d["num_train"], d["num_test"]
         if d["name"] == "spirals":
-            (_, ys_tr), (_, ys_te) = (spiral_trajectories(k_tr, n_tr, ts),
-                                      spiral_trajectories(k_te, n_te, ts))
+            from .data import spirals
+
+            (_, ys_tr), (_, ys_te) = spirals(k_tr, n_tr, ts), spirals(k_te, n_te, ts)
         else:
             from .data import ornstein_uhlenbeck
 
@@ -530,35 +531,3 @@ def build_job(cfg: TrainConfig) -> Job:
                 f"{ds.num_classes} classes, missing {d['missing']:.0%}), neural CDE hidden "
                 f"{m['hidden']} (field width {m['width']}, depth {m['depth']})")
     return Job(model, data, eval_data, loss, _optimizer(cfg.optimizer, cfg.steps), regs, desc)
-
-
-_A_SPIRAL = ((-0.1, 2.0), (-2.0, -0.1))
-
-
-def spiral_trajectories(key, num: int, ts, *, radius=(0.5, 1.3)) -> tuple:
-    """`num` trajectories of the cubic spiral `dy/dt = (y**3) @ A`,
-    `A = [[-0.1, 2.0], [-2.0, -0.1]]` (Chen et al. 2018's toy), sampled at `ts`.
-
-    Initial conditions are uniform on the annulus `radius`; returns `(y0, ys)` with shapes
-    `(num, 2)` and `(num, len(ts), 2)` (the dtype of `ts`), solved to 1e-8 tolerance with Dopri8.
-    """
-    import diffrax
-    import jax
-    import jax.numpy as jnp
-
-    kr, ka = jax.random.split(key)
-    r = jax.random.uniform(kr, (num,), minval=radius[0], maxval=radius[1])
-    a = jax.random.uniform(ka, (num,), maxval=2 * jnp.pi)
-    y0 = jnp.stack([r * jnp.cos(a), r * jnp.sin(a)], axis=-1).astype(ts.dtype)
-    A = jnp.asarray(_A_SPIRAL, dtype=ts.dtype)
-    term = diffrax.ODETerm(lambda t, y, args: (y**3) @ A)
-
-    def one(y):
-        return diffrax.diffeqsolve(
-            term, diffrax.Dopri8(), ts[0], ts[-1], None, y,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8),
-            max_steps=100_000,
-        ).ys
-
-    return y0, jax.jit(jax.vmap(one))(y0)

@@ -1,17 +1,23 @@
-"""ndes.data: missingness and neural-CDE features (loaders in progress)."""
+"""ndes.data: offline real data sets, synthetic generators, missingness and neural-CDE features.
+
+- Real sets shipped inside installed packages (no network): `load_uea` (aeon's UEA/UCR
+  classification sets), `load_digits` (scikit-learn's 8x8 digits).
+- Synthetic, deterministic given a PRNG key: `spirals`, `lotka_volterra`, `ornstein_uhlenbeck`.
+- Missingness and features: `drop_observations`, `cde_features`, `hermite_coefficients`,
+  `linear_coefficients`.
+
+See docs/data.md.
+"""
 
 from ._digits import load_digits as load_digits
-from ._features import (
-    cde_features as cde_features,
-)
-from ._features import (
-    hermite_coefficients as hermite_coefficients,
-)
-from ._features import (
-    linear_coefficients as linear_coefficients,
-)
+from ._features import cde_features as cde_features
+from ._features import hermite_coefficients as hermite_coefficients
+from ._features import linear_coefficients as linear_coefficients
 from ._missing import drop_observations as drop_observations
+from ._synthetic import lotka_volterra as lotka_volterra
 from ._synthetic import ornstein_uhlenbeck as ornstein_uhlenbeck
+from ._synthetic import spirals as spirals
+from ._uea import SHIPPED as SHIPPED
 from ._uea import Split as Split
 from ._uea import UEADataset as UEADataset
 from ._uea import load_uea as load_uea

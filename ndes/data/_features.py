@@ -1,4 +1,10 @@
-"""Neural-CDE features: [time, fill-forward values, cumulative observation intensity] + coefficients."""
+"""Neural-CDE features `[time, fill-forward values, cumulative observation count]`, coefficients.
+
+All three functions are host-side (they inspect values to raise clear errors), so call them
+outside `jax.jit`. None of them lets a NaN through: diffrax's `backward_hermite_coefficients`
+would otherwise return NaN coefficients for an all-NaN channel and the solver would silently
+produce NaN.
+"""
 
 import diffrax
 import jax
@@ -7,16 +13,50 @@ import numpy as np
 from jaxtyping import Array, Float
 
 
+def _check_times(times: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+    if times.ndim != 2 or times.shape != shape[:2]:
+        raise ValueError(
+            f"times must have shape (N, L) matching {what} (N, L, C); got times "
+            f"{times.shape} and {what} {shape}."
+        )
+    bad = ~np.isfinite(times)
+    if bad.any():
+        i = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ValueError(f"times of series {i} contain NaN or inf; times must be finite.")
+    steps = np.diff(times, axis=1) <= 0
+    if steps.any():
+        i = int(np.flatnonzero(steps.any(axis=1))[0])
+        raise ValueError(
+            f"times must be strictly increasing along each series (series {i} is not); "
+            "pad with increasing times."
+        )
+
+
+def _check_not_all_nan(values: np.ndarray) -> None:
+    """Raise naming the first all-NaN series, or else the first all-NaN (series, channel)."""
+    observed = ~np.isnan(values)  # (N, L, C)
+    empty_series = ~observed.any(axis=(1, 2))
+    if empty_series.any():
+        i = int(np.flatnonzero(empty_series)[0])
+        raise ValueError(
+            f"series {i} is entirely NaN (no observation in any channel); drop that series "
+            "before building features."
+        )
+    empty_channel = ~observed.any(axis=1)  # (N, C)
+    if empty_channel.any():
+        i, c = (int(k) for k in np.argwhere(empty_channel)[0])
+        raise ValueError(
+            f"channel {c} of series {i} is entirely NaN; drop that series or channel (or fill "
+            "it) before building features."
+        )
+
+
 def _fill_forward(x: np.ndarray) -> np.ndarray:
-    # x: (L, C); leading NaNs take the first observed value of that channel.
+    # x: (L, C), no all-NaN channel; leading NaNs take the first observed value of the channel.
     out = x.copy()
     for c in range(x.shape[1]):
         col = out[:, c]
         obs = np.flatnonzero(~np.isnan(col))
-        if obs.size == 0:
-            raise ValueError(
-                f"channel {c} of a series is entirely NaN; drop that series or channel before building features."
-            )
         idx = np.maximum.accumulate(np.where(np.isnan(col), 0, np.arange(len(col))))
         idx[: obs[0]] = obs[0]
         out[:, c] = col[idx]
@@ -26,38 +66,71 @@ def _fill_forward(x: np.ndarray) -> np.ndarray:
 def cde_features(
     times: Float[np.ndarray, "N L"], values: Float[np.ndarray, "N L C"]
 ) -> Float[np.ndarray, "N L 2*C+1"]:
-    """Build NaN-free features `[t, ffill(values), cumulative observation count per channel]`.
+    """NaN-free float64 features `[t, ffill(values), cumulative observation count per channel]`.
 
     Leading NaNs are filled with the series' first observed value (so no statistic leaks from
     other series); padding after the last valid point is forward-filled too, making the path
-    constant there. Raises `ValueError` for an all-NaN channel or non-increasing times.
+    constant there. The count channels give the model the observation pattern (Kidger et al.
+    2020).
+
+    Raises `ValueError` for: times not of shape (N, L) matching values (N, L, C); non-finite or
+    non-increasing times; inf in values; an all-NaN series; an all-NaN channel of a series.
     """
-    times = np.asarray(times, dtype=float)
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 3 or times.shape != values.shape[:2]:
-        raise ValueError(
-            f"times must have shape (N, L) matching values (N, L, C); got {times.shape}, {values.shape}."
-        )
-    if np.any(np.diff(times, axis=1) <= 0):
-        raise ValueError(
-            "times must be strictly increasing along each series; pad with increasing times."
-        )
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 3:
+        raise ValueError(f"values must have shape (N, L, C); got shape {values.shape}.")
+    _check_times(times, values.shape, "values")
+    if np.isinf(values).any():
+        raise ValueError("values contain inf; only NaN is allowed (it marks a missing value).")
+    _check_not_all_nan(values)
     filled = np.stack([_fill_forward(v) for v in values])
-    intensity = np.cumsum(~np.isnan(values), axis=1).astype(float)
+    intensity = np.cumsum(~np.isnan(values), axis=1).astype(np.float64)
     return np.concatenate([times[..., None], filled, intensity], axis=-1)
 
 
+def _check_coefficient_inputs(times, features) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        t, f = np.asarray(times), np.asarray(features)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        raise ValueError(
+            "coefficients are built host-side from concrete arrays: call this outside jax.jit "
+            "(once per data set) and pass the coefficients into the jitted step."
+        ) from None
+    if f.ndim != 3:
+        raise ValueError(f"features must have shape (N, L, D); got shape {f.shape}.")
+    if f.shape[1] < 2:
+        raise ValueError(f"interpolation needs at least 2 time points; got L = {f.shape[1]}.")
+    _check_times(t, f.shape, "features")
+    if np.isnan(f).any():
+        _check_not_all_nan(f)
+        raise ValueError(
+            "features contain NaN; build them with cde_features first (it fills missing values "
+            "forward and records the observation pattern)."
+        )
+    if np.isinf(f).any():
+        raise ValueError("features contain inf.")
+    return t, f
+
+
 def hermite_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
-    """Backward-Hermite cubic coefficients for `diffrax.CubicInterpolation(ts, coeffs)`, vmapped over N."""
-    if np.isnan(np.asarray(features)).any():
-        raise ValueError("features contain NaN; build them with cde_features first.")
-    return jax.vmap(diffrax.backward_hermite_coefficients)(
-        jnp.asarray(times), jnp.asarray(features)
-    )
+    """Backward-Hermite cubic coefficients for `diffrax.CubicInterpolation(ts, coeffs)`, per series.
+
+    `features` must be NaN-free (from `cde_features`). Returns a 4-tuple of arrays of shape
+    (N, L-1, D) in the dtype of `features`. Raises `ValueError` for mismatched shapes, fewer
+    than 2 times, non-finite or non-increasing times, NaN or inf in `features` (naming an
+    all-NaN series or channel when there is one).
+    """
+    t, f = _check_coefficient_inputs(times, features)
+    f = jnp.asarray(f)
+    return jax.vmap(diffrax.backward_hermite_coefficients)(jnp.asarray(t).astype(f.dtype), f)
 
 
 def linear_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
-    """`diffrax.LinearInterpolation(ts, ys)` needs only (ts, ys): returned as NaN-checked arrays."""
-    if np.isnan(np.asarray(features)).any():
-        raise ValueError("features contain NaN; build them with cde_features first.")
-    return jnp.asarray(times), jnp.asarray(features)
+    """`diffrax.LinearInterpolation(ts, ys)` needs only (ts, ys): returned as checked JAX arrays.
+
+    Same checks as `hermite_coefficients`.
+    """
+    t, f = _check_coefficient_inputs(times, features)
+    f = jnp.asarray(f)
+    return jnp.asarray(t).astype(f.dtype), f

@@ -29,7 +29,8 @@ def drop_observations(
     lengths = np.asarray(lengths)
     if values.ndim != 3 or lengths.shape != (values.shape[0],):
         raise ValueError(
-            f"values must have shape (N, L, C) and lengths shape (N,); got {values.shape} and {lengths.shape}."
+            f"values must have shape (N, L, C) and lengths shape (N,); got {values.shape} "
+            f"and {lengths.shape}."
         )
     rng = np.random.default_rng(seed)
     for i, n in enumerate(lengths):

@@ -7,21 +7,38 @@ from jaxtyping import Float, Int
 
 from ._missing import drop_observations
 
-SHIPPED = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels", "OSULeaf")
+SHIPPED = (
+    "ArrowHead",
+    "BasicMotions",
+    "GunPoint",
+    "ItalyPowerDemand",
+    "JapaneseVowels",
+    "OSULeaf",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split. Frozen dataclass of host NumPy arrays (data, not a model: never traced or trained)."""
+    """One split: a frozen dataclass of host NumPy arrays (data, never traced or trained).
 
-    times: Float[np.ndarray, "N L"]  # padded with increasing times past each series' end
-    values: Float[np.ndarray, "N L C"]  # NaN where missing or padded
+    - `times` (N, L) float64: the integer time index 0, 1, ..., L-1 (also past each series'
+      end, so times are strictly increasing everywhere).
+    - `values` (N, L, C) float64: NaN where an observation was dropped or past the series' end.
+    - `lengths` (N,) int: number of valid time points per series.
+    - `labels` (N,) int: class index in `0 .. num_classes-1` (sorted order of aeon's labels).
+    """
+
+    times: Float[np.ndarray, "N L"]
+    values: Float[np.ndarray, "N L C"]
     lengths: Int[np.ndarray, " N"]
     labels: Int[np.ndarray, " N"]
 
 
 @dataclasses.dataclass(frozen=True)
 class UEADataset:
+    """A loaded set. `mean`/`std` (C,) are the train statistics used to standardise (in the
+    units of the raw data; computed even when `standardise=False`)."""
+
     name: str
     train: Split
     test: Split
@@ -45,13 +62,20 @@ def _to_split(X, y, classes, L) -> Split:
 def load_uea(
     name: str, *, missing: float = 0.0, seed: int = 0, standardise: bool = True
 ) -> UEADataset:
-    """Load a shipped UEA/UCR classification set as train/test splits (as shipped).
+    """Load a shipped UEA/UCR classification set as its train/test splits (as shipped by aeon).
 
-    Missingness: `drop_observations(..., missing, seed)` per split (first observation always kept;
-    test uses `seed + 1`). Standardisation: per channel, NaN-aware, train statistics only.
+    Missingness: `drop_observations(values, lengths, missing, seed)` on the train split and
+    `seed + 1` on the test split (first observation of a series always kept); the same seed
+    gives the same mask. Standardisation: per channel, NaN-aware, train statistics only
+    (computed after dropping), applied to both splits. Raises `ValueError` for an unknown
+    name or `missing` outside [0, 1).
     """
     if name not in SHIPPED:
         raise ValueError(f"unknown dataset {name!r}; available offline: {', '.join(SHIPPED)}.")
+    if not 0.0 <= missing < 1.0:
+        raise ValueError(
+            f"missing fraction must lie in [0, 1), got {missing!r}; use e.g. 0.3, 0.5 or 0.7."
+        )
     from aeon.datasets import load_classification
 
     Xtr, ytr = load_classification(name, split="train")
