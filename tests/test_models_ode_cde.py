@@ -378,6 +378,9 @@ def test_cde_errors(getkey):
 # ----------------------------------------------------------------------------- benchmarks
 
 
+# Slow (80-160 s of compilation on 2 cores): kept out of `make test` for the CI budget;
+# `make test-slow` runs it.
+@pytest.mark.slow
 def test_quick_benchmarks_print_tables():
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
     procs = {
