@@ -81,17 +81,29 @@ class AbstractLocalRegularizer(AbstractRegularizer):
     batch_size: eqx.AbstractVar[int | None]
     _sample_time: eqx.AbstractVar[ArrayLike | None]
 
+    def __check_init__(self):
+        _check_local_fields(self, type(self).__name__)
+
     @abc.abstractmethod
+    def _global(self) -> AbstractRegularizer:
+        """The global per-step regularizer whose per-step value this one takes (its
+        `check` and `step_value` are reused)."""
+
     def check(self, solver, terms, stepsize_controller) -> None:
         """Raise `ValueError` if this regularizer cannot be computed with `solver`."""
+        g = self._global()
+        try:
+            g.check(solver, terms, stepsize_controller)
+        except ValueError as e:
+            raise ValueError(str(e).replace(type(g).__name__, type(self).__name__)) from None
 
-    @abc.abstractmethod
     def bind(self, stepsize_controller) -> "AbstractLocalRegularizer":
         """Return a copy with anything taken from the controller filled in."""
+        return self
 
-    @abc.abstractmethod
     def step_value(self, info: StepInfo) -> Float[Array, "*batch"]:
         """The value of the extra step (per trajectory along `batch_axis`, if set)."""
+        return self._global().step_value(info)
 
     def local_value(self, info: StepInfo) -> Float[Array, ""]:
         v = self.step_value(info)
@@ -157,9 +169,6 @@ class LocalErrorEstimate(AbstractLocalRegularizer):
     batch_size: int | None = eqx.field(default=None, static=True)
     _sample_time: ArrayLike | None = eqx.field(default=None, repr=False)
 
-    def __check_init__(self):
-        _check_local_fields(self, "LocalErrorEstimate")
-
     def _global(self) -> ErrorEstimate:
         return ErrorEstimate(
             weight=self.weight,
@@ -172,18 +181,9 @@ class LocalErrorEstimate(AbstractLocalRegularizer):
             batch_size=self.batch_size,
         )
 
-    def check(self, solver, terms, stepsize_controller) -> None:
-        try:
-            self._global().check(solver, terms, stepsize_controller)
-        except ValueError as e:
-            raise ValueError(str(e).replace("ErrorEstimate", "LocalErrorEstimate")) from None
-
     def bind(self, stepsize_controller) -> "LocalErrorEstimate":
         g = self._global().bind(stepsize_controller)
         return dataclasses.replace(self, rtol=g.rtol, atol=g.atol, norm=g.norm)
-
-    def step_value(self, info: StepInfo):
-        return self._global().step_value(info)
 
 
 class LocalStiffnessEstimate(AbstractLocalRegularizer):
@@ -217,9 +217,6 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
     batch_size: int | None = eqx.field(default=None, static=True)
     _sample_time: ArrayLike | None = eqx.field(default=None, repr=False)
 
-    def __check_init__(self):
-        _check_local_fields(self, "LocalStiffnessEstimate")
-
     def _global(self) -> StiffnessEstimate:
         return StiffnessEstimate(
             weight=self.weight,
@@ -227,20 +224,6 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
             batch_axis=self.batch_axis,
             batch_size=self.batch_size,
         )
-
-    def check(self, solver, terms, stepsize_controller) -> None:
-        try:
-            self._global().check(solver, terms, stepsize_controller)
-        except ValueError as e:
-            raise ValueError(
-                str(e).replace("StiffnessEstimate", "LocalStiffnessEstimate")
-            ) from None
-
-    def bind(self, stepsize_controller) -> "LocalStiffnessEstimate":
-        return self
-
-    def step_value(self, info: StepInfo):
-        return self._global().step_value(info)
 
 
 def force_sample_time(reg: AbstractLocalRegularizer, t: ArrayLike) -> AbstractLocalRegularizer:
