@@ -30,6 +30,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Float, PyTree
 
 from ._base import AbstractRegularizer, AbstractStepHook, StepInfo
+from ._error import check_batched_state
 
 __all__ = ["AbstractIntegralRegularizer", "Augmentation", "check_batch_axis"]
 
@@ -53,15 +54,8 @@ def batch_count(reg, y) -> int:
     """Number of trajectories in `y` along `reg.batch_axis` (1 without a batch axis)."""
     if reg.batch_axis is None:
         return 1
-    sizes = set()
-    for leaf in jtu.tree_leaves(y):
-        if jnp.ndim(leaf) <= reg.batch_axis:
-            raise ValueError(
-                f"{type(reg).__name__}(batch_axis={reg.batch_axis}) got a state leaf of "
-                f"shape {jnp.shape(leaf)} with no such axis; use batch_axis=None for a single "
-                "trajectory."
-            )
-        sizes.add(jnp.shape(leaf)[reg.batch_axis])
+    check_batched_state(reg, y)  # every leaf has the axis (and matches `batch_size`, if set)
+    sizes = {jnp.shape(leaf)[reg.batch_axis] for leaf in jtu.tree_leaves(y)}
     if len(sizes) != 1:
         raise ValueError(
             f"{type(reg).__name__}(batch_axis={reg.batch_axis}): state leaves disagree on the "
