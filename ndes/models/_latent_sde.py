@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._sde import check_sde_config, solve_sde
+from ._sde import check_sde_config, solve_sde, solver_options
 
 __all__ = ["LatentSDE"]
 
@@ -300,14 +300,8 @@ class LatentSDE(eqx.Module):
             owner="LatentSDE",
             noise="diagonal",
             noise_size=d + 1,
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            dt0=self.dt0,
-            num_steps=self.num_steps,
-            brownian=self.brownian,
-            brownian_tol=self.brownian_tol,
+            **solver_options(self),
             adjoint=None,
-            max_steps=self.max_steps,
             batch_mode="joint",
             regularizers=regularizers,
             train_step=None,

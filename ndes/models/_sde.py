@@ -196,6 +196,20 @@ class _Diffusion(eqx.Module):
         return lx.FunctionLinearOperator(lambda w: jnp.einsum("bnm,bm->bn", g, w), struct)
 
 
+def solver_options(model) -> dict[str, Any]:
+    """The solve settings every SDE model stores under the same names, as `solve_sde`
+    keyword arguments: solver, controller, step size / count, Brownian choice, max steps."""
+    return dict(
+        solver=model.solver,
+        stepsize_controller=model.stepsize_controller,
+        dt0=model.dt0,
+        num_steps=model.num_steps,
+        brownian=model.brownian,
+        brownian_tol=model.brownian_tol,
+        max_steps=model.max_steps,
+    )
+
+
 def solve_sde(
     drift: Callable,
     diffusion: Callable,
@@ -592,14 +606,8 @@ class NeuralSDE(eqx.Module):
             owner="NeuralSDE",
             noise=self.noise,
             noise_size=m,
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            dt0=self.dt0,
-            num_steps=self.num_steps,
-            brownian=self.brownian,
-            brownian_tol=self.brownian_tol,
+            **solver_options(self),
             adjoint=self.adjoint,
-            max_steps=self.max_steps,
             batch_mode=self.batch_mode,
             regularizers=regularizers,
             train_step=train_step,

@@ -33,6 +33,7 @@ norm and dropout); all series share the observation grid `ts` (no per-series fin
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,7 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._ode import ModelOutput
-from ._sde import _check_inputs, check_sde_config, check_sde_solver, solve_sde
+from ._sde import _check_inputs, check_sde_config, check_sde_solver, solve_sde, solver_options
 
 __all__ = ["AbstractStableSDE", "NeuralLSDE", "NeuralLNSDE", "NeuralGSDE"]
 
@@ -215,12 +216,13 @@ class AbstractStableSDE(eqx.Module):
         t = jnp.asarray(t, dtype)
         return self.noise_net(jnp.stack([jnp.sin(t), jnp.cos(t)]))
 
+    @abc.abstractmethod
     def drift(self, t, z: Float[Array, " n"], x: Float[Array, " C"] | None) -> Float[Array, " n"]:
         """Drift at one state `z` with control value `x = X(t)` (or None)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _noise_raw(self, t, z):
-        raise NotImplementedError
+        """The diffusion before the optional tanh bound: `sigma(t)` or `sigma(t) * z`."""
 
     def diffusion(self, t, z: Float[Array, " n"]) -> Float[Array, " n"]:
         """Diagonal diffusion at one state `z`, shape `(n,)`."""
@@ -294,14 +296,8 @@ class AbstractStableSDE(eqx.Module):
             owner=name,
             noise="diagonal",
             noise_size=self.hidden_size,
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            dt0=self.dt0,
-            num_steps=self.num_steps,
-            brownian=self.brownian,
-            brownian_tol=self.brownian_tol,
+            **solver_options(self),
             adjoint=self.adjoint,
-            max_steps=self.max_steps,
             regularizers=regularizers,
             train_step=train_step,
             args=None,
