@@ -49,8 +49,13 @@ def _float(*, positive: bool = False, nonneg: bool = False, below_one: bool = Fa
         if ok and below_one:
             ok = v < 1
         if not ok:
-            what = "a positive number" if positive else "a non-negative number" if nonneg else (
-                "a number")
+            what = (
+                "a positive number"
+                if positive
+                else "a non-negative number"
+                if nonneg
+                else ("a number")
+            )
             if below_one:
                 what += " below 1"
             raise ConfigError(f"config key '{key}' must be {what}; got {_describe(v)}.")
@@ -114,8 +119,17 @@ _DATA: dict[str, dict[str, tuple]] = {
         "sigma": (_float(positive=True), 0.2),
     },
     "uea": {
-        "dataset": (_choice("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand",
-                            "JapaneseVowels", "OSULeaf"), "JapaneseVowels"),
+        "dataset": (
+            _choice(
+                "ArrowHead",
+                "BasicMotions",
+                "GunPoint",
+                "ItalyPowerDemand",
+                "JapaneseVowels",
+                "OSULeaf",
+            ),
+            "JapaneseVowels",
+        ),
         "missing": (_float(nonneg=True, below_one=True), 0.0),
     },
 }
@@ -241,8 +255,7 @@ class TrainConfig:
 
 def parse_config(raw: Mapping[str, Any], source: Path | None = None) -> TrainConfig:
     """Validate a configuration given as a dict (what `tomllib` returns)."""
-    top = _section({k: v for k, v in raw.items() if k not in _SECTIONS}, "", _TOP,
-                   skip=_SECTIONS)
+    top = _section({k: v for k, v in raw.items() if k not in _SECTIONS}, "", _TOP, skip=_SECTIONS)
     if "data" not in raw:
         raise ConfigError("config table 'data' is required (with data.name).")
     if "model" not in raw:
@@ -325,8 +338,13 @@ def _activation(name: str):
     import jax
     import jax.numpy as jnp
 
-    return {"tanh": jnp.tanh, "softplus": jax.nn.softplus, "relu": jax.nn.relu,
-            "gelu": jax.nn.gelu, "silu": jax.nn.silu}[name]
+    return {
+        "tanh": jnp.tanh,
+        "softplus": jax.nn.softplus,
+        "relu": jax.nn.relu,
+        "gelu": jax.nn.gelu,
+        "silu": jax.nn.silu,
+    }[name]
 
 
 def _solver_kwargs(m: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,8 +355,13 @@ def _solver_kwargs(m: Mapping[str, Any]) -> dict[str, Any]:
         ctrl = diffrax.ConstantStepSize()
     else:
         ctrl = diffrax.PIDController(rtol=m["rtol"], atol=m["atol"])
-    return dict(solver=solver, stepsize_controller=ctrl, dt0=m["dt0"], max_steps=m["max_steps"],
-                batch_mode=m["batch_mode"])
+    return dict(
+        solver=solver,
+        stepsize_controller=ctrl,
+        dt0=m["dt0"],
+        max_steps=m["max_steps"],
+        batch_mode=m["batch_mode"],
+    )
 
 
 def _with_keys(regularizers, key):
@@ -383,8 +406,7 @@ class TrajectoryLoss:
         from .train import solution_aux
 
         y0, ys = batch
-        out = model(self.ts, y0, regularizers=_with_keys(regularizers, key),
-                    train_step=train_step)
+        out = model(self.ts, y0, regularizers=_with_keys(regularizers, key), train_step=train_step)
         return jnp.mean((out.ys - ys) ** 2), solution_aux(out)
 
 
@@ -399,8 +421,7 @@ def _cde_classifier():
         cde: NeuralCDE
 
         def __call__(self, times, coeffs, t1, *, regularizers=(), train_step=None):
-            out = self.cde(times, coeffs, t1=t1, regularizers=regularizers,
-                           train_step=train_step)
+            out = self.cde(times, coeffs, t1=t1, regularizers=regularizers, train_step=train_step)
             return out.ys, out
 
     return CDEClassifier
@@ -413,12 +434,16 @@ def _regularizer(spec: Mapping[str, Any], index: int):
 
     cls = getattr(ndes, spec["type"])
     if spec["target_nfe"] is not None:
-        weight: Any = BudgetWeight(target_nfe=spec["target_nfe"], lr=spec["budget_lr"],
-                                   init=spec["weight"] or 0.0)
+        weight: Any = BudgetWeight(
+            target_nfe=spec["target_nfe"], lr=spec["budget_lr"], init=spec["weight"] or 0.0
+        )
     else:
         weight = spec["weight"]
-    kwargs = {k: v for k, v in spec.items()
-              if k not in ("type", "weight", "target_nfe", "budget_lr") and v is not None}
+    kwargs = {
+        k: v
+        for k, v in spec.items()
+        if k not in ("type", "weight", "target_nfe", "budget_lr") and v is not None
+    }
     if any(f.name == "key" for f in dataclasses.fields(cls)):
         import jax
 
@@ -465,13 +490,23 @@ def build_job(cfg: TrainConfig) -> Job:
 
         xtr, ytr, xte, yte = load_digits(test_fraction=d["test_fraction"], seed=cfg.seed)
         hidden = m["hidden"] or 16
-        model = DigitsODE(xtr.shape[1], 10, hidden, m["width"], m["depth"], key=k_model,
-                          activation=act, **solver_kw)
+        model = DigitsODE(
+            xtr.shape[1],
+            10,
+            hidden,
+            m["width"],
+            m["depth"],
+            key=k_model,
+            activation=act,
+            **solver_kw,
+        )
         data = (xtr, ytr.astype(np.int32))
         eval_data = (xte, yte.astype(np.int32))
         loss: Callable = ClassifierLoss()
-        desc = (f"digits ({len(xtr)} train / {len(xte)} test), neural-ODE classifier "
-                f"64-{hidden}-10 (field width {m['width']}, depth {m['depth']})")
+        desc = (
+            f"digits ({len(xtr)} train / {len(xte)} test), neural-ODE classifier "
+            f"64-{hidden}-10 (field width {m['width']}, depth {m['depth']})"
+        )
     elif d["name"] in ("spirals", "ornstein_uhlenbeck"):
         from .models import NeuralODE
 
@@ -491,14 +526,15 @@ def build_job(cfg: TrainConfig) -> Job:
             ys_te = ornstein_uhlenbeck(k_te, n_te, ts, **ou)[..., None]
         ys_tr, ys_te = np.asarray(ys_tr, dtype), np.asarray(ys_te, dtype)
         n = ys_tr.shape[-1]
-        model = NeuralODE.mlp(n, m["width"], m["depth"], key=k_model, activation=act,
-                              **solver_kw)
+        model = NeuralODE.mlp(n, m["width"], m["depth"], key=k_model, activation=act, **solver_kw)
         data = (ys_tr[:, 0], ys_tr)
         eval_data = (ys_te[:, 0], ys_te)
         loss = TrajectoryLoss(ts)
-        desc = (f"{d['name']} regression ({n_tr} train / {n_te} test trajectories, "
-                f"{d['num_times']} times on [0, {d['t1']}]), neural ODE {n}-{m['width']}x"
-                f"{m['depth']}-{n}")
+        desc = (
+            f"{d['name']} regression ({n_tr} train / {n_te} test trajectories, "
+            f"{d['num_times']} times on [0, {d['t1']}]), neural ODE {n}-{m['width']}x"
+            f"{m['depth']}-{n}"
+        )
     else:  # uea
         from .data import cde_features, hermite_coefficients, load_uea
         from .models import NeuralCDE
@@ -512,7 +548,7 @@ def build_job(cfg: TrainConfig) -> Job:
             c = split.values.shape[-1]
             length = split.times.shape[1]
             feats[..., 0] /= length
-            feats[..., c + 1:] /= length
+            feats[..., c + 1 :] /= length
             times = split.times.astype(dtype)
             coeffs = tuple(np.asarray(c) for c in hermite_coefficients(times, feats))
             t1 = times[np.arange(len(times)), split.lengths - 1]
@@ -522,12 +558,22 @@ def build_job(cfg: TrainConfig) -> Job:
         *eval_data, _ = prep(ds.test)
         if m["dt0"] is not None:  # dt0 in normalised time
             solver_kw["dt0"] = m["dt0"]
-        cde = NeuralCDE(channels, m["hidden"], ds.num_classes, m["width"], m["depth"],
-                        key=k_model, activation=act, **solver_kw)
+        cde = NeuralCDE(
+            channels,
+            m["hidden"],
+            ds.num_classes,
+            m["width"],
+            m["depth"],
+            key=k_model,
+            activation=act,
+            **solver_kw,
+        )
         model = _cde_classifier()(cde)
         data, eval_data = tuple(data), tuple(eval_data)
         loss = ClassifierLoss()
-        desc = (f"UEA {d['dataset']} ({len(data[0])} train / {len(eval_data[0])} test, "
-                f"{ds.num_classes} classes, missing {d['missing']:.0%}), neural CDE hidden "
-                f"{m['hidden']} (field width {m['width']}, depth {m['depth']})")
+        desc = (
+            f"UEA {d['dataset']} ({len(data[0])} train / {len(eval_data[0])} test, "
+            f"{ds.num_classes} classes, missing {d['missing']:.0%}), neural CDE hidden "
+            f"{m['hidden']} (field width {m['width']}, depth {m['depth']})"
+        )
     return Job(model, data, eval_data, loss, _optimizer(cfg.optimizer, cfg.steps), regs, desc)

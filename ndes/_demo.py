@@ -169,8 +169,14 @@ def _write_jsonl(path: Path, records) -> None:
 def _train_one(cfg, name, regs, seed, data, out_dir, progress) -> DemoResult:
     xtr, ytr, xte, yte = data
     model = DigitsODE(
-        xtr.shape[1], 10, cfg.hidden, cfg.width, cfg.depth,
-        key=jax.random.key(seed + 1), rtol=cfg.rtol, atol=cfg.atol,
+        xtr.shape[1],
+        10,
+        cfg.hidden,
+        cfg.width,
+        cfg.depth,
+        key=jax.random.key(seed + 1),
+        rtol=cfg.rtol,
+        atol=cfg.atol,
     )
     run = name if cfg.seeds == 1 else f"{name}-seed{seed}"
     evals: dict[int, dict] = {}
@@ -219,7 +225,12 @@ def _train_one(cfg, name, regs, seed, data, out_dir, progress) -> DemoResult:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         _write_jsonl(log_path, records)
     return DemoResult(
-        name, seed, float(final["accuracy"]), float(final["num_fevals"]), train_s, predict_s,
+        name,
+        seed,
+        float(final["accuracy"]),
+        float(final["num_fevals"]),
+        train_s,
+        predict_s,
         log_path,
     )
 
@@ -286,10 +297,16 @@ def plot_results(results: Sequence[DemoResult], path: Path) -> Path:
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, color=colors[r.method], label=label, alpha=0.6 if several else 1.0,
-                    marker="." if len(xs) < 30 else None)
+            ax.plot(
+                xs,
+                ys,
+                color=colors[r.method],
+                label=label,
+                alpha=0.6 if several else 1.0,
+                marker="." if len(xs) < 30 else None,
+            )
             if key == "eval_accuracy" and len(ys) > 2:
-                acc_lo = min(acc_lo, *ys[len(ys) // 3:])
+                acc_lo = min(acc_lo, *ys[len(ys) // 3 :])
     for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("step")

@@ -97,8 +97,19 @@ class _Kinds:
         """The regularizers with a penalty term, in the order their values are computed."""
         return (*step, *local, *self.integral)
 
-    def check(self, solver, terms, t0, t1, saveat, controller, adjoint, solver_state,
-              controller_state, event) -> None:
+    def check(
+        self,
+        solver,
+        terms,
+        t0,
+        t1,
+        saveat,
+        controller,
+        adjoint,
+        solver_state,
+        controller_state,
+        event,
+    ) -> None:
         if self.step or self.local or self.integral:
             if isinstance(adjoint, diffrax.BacksolveAdjoint):
                 raise ValueError(
@@ -224,8 +235,18 @@ def diffeqsolve(
     regs = _as_regularizers(regularizers)
     kinds = _Kinds.of(regs)
     _check_times(t0, t1, dt0)
-    kinds.check(solver, terms, t0, t1, saveat, stepsize_controller, adjoint, solver_state,
-                controller_state, event)
+    kinds.check(
+        solver,
+        terms,
+        t0,
+        t1,
+        saveat,
+        stepsize_controller,
+        adjoint,
+        solver_state,
+        controller_state,
+        event,
+    )
     step_regs = tuple(r.bind(stepsize_controller) for r in kinds.step)
     local_regs = tuple(r.bind(stepsize_controller) for r in kinds.local)
     penalised = kinds.penalised(step_regs, local_regs)

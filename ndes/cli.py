@@ -68,15 +68,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     results = run_demo(cfg, out_dir=args.out, progress=False if args.no_progress else None)
     print(format_table(results))
     out = Path(args.out)
-    print(f"figure: {out / 'demo.png'}; metrics: {out}/<method>/metrics.jsonl; table: "
-          f"{out / 'results.json'} ({time.perf_counter() - t0:.0f} s in all)")
+    print(
+        f"figure: {out / 'demo.png'}; metrics: {out}/<method>/metrics.jsonl; table: "
+        f"{out / 'results.json'} ({time.perf_counter() - t0:.0f} s in all)"
+    )
     return 0
 
 
 def _summary(record: dict) -> str:
     parts = [f"step {record.get('step')}"]
-    for k in ("loss", "accuracy", "num_fevals", "eval_loss", "eval_accuracy",
-              "eval_num_fevals"):
+    for k in ("loss", "accuracy", "num_fevals", "eval_loss", "eval_accuracy", "eval_num_fevals"):
         if isinstance(record.get(k), (int, float)):
             parts.append(f"{k} {record[k]:.4g}")
     return ", ".join(parts)
@@ -101,14 +102,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             job = build_job(cfg)
         except ConfigError as e:
             return _fail("train", str(e))
-        regs = ", ".join(
-            f"{r['type']}("
-            + (f"target_nfe={r['target_nfe']}" if r["target_nfe"] else f"{r['weight']}")
-            + ")"
-            for r in cfg.regularizers
-        ) or "none"
-        print(f"  {job.description}; regularizers: {regs}; {cfg.steps} steps of batch "
-              f"{cfg.batch_size}", flush=True)
+        regs = (
+            ", ".join(
+                f"{r['type']}("
+                + (f"target_nfe={r['target_nfe']}" if r["target_nfe"] else f"{r['weight']}")
+                + ")"
+                for r in cfg.regularizers
+            )
+            or "none"
+        )
+        print(
+            f"  {job.description}; regularizers: {regs}; {cfg.steps} steps of batch "
+            f"{cfg.batch_size}",
+            flush=True,
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.source is not None and not (run_dir / "config.toml").exists():
             (run_dir / "config.toml").write_bytes(Path(cfg.source).read_bytes())
@@ -195,8 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and results.json to --out.",
     )
     demo.add_argument("--quick", action="store_true", help="a seconds-long variant (tests)")
-    demo.add_argument("--full", action="store_true",
-                      help="3 seeds; the table shows mean ± std (with --quick: tiny runs)")
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="3 seeds; the table shows mean ± std (with --quick: tiny runs)",
+    )
     demo.add_argument("--steps", type=int, default=None, help="training steps per method")
     demo.add_argument("--seed", type=int, default=None, help="random seed (the first of --full)")
     demo.add_argument("--out", default="ndes-demo", help="output directory (default ./ndes-demo)")
@@ -212,11 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/training.md for every config key.",
     )
     train.add_argument("config", help="the TOML config file")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint in the run directory")
-    train.add_argument("--run-dir", default=None,
-                       help="run directory (default: the config's run_dir, else "
-                       "runs/<config name>)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in the run directory",
+    )
+    train.add_argument(
+        "--run-dir",
+        default=None,
+        help="run directory (default: the config's run_dir, else runs/<config name>)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-plot", action="store_true", help="do not draw history.png at the end")
     train.set_defaults(func=_cmd_train)
@@ -228,10 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         "subdirectory holding one) with ndes.plot.plot_run.",
     )
     plot.add_argument("run_dir", help="a run directory written by ndes train / ndes.fit")
-    plot.add_argument("-o", "--output", default=None,
-                      help="output PNG (default RUN_DIR/history.png)")
-    plot.add_argument("--keys", default=None,
-                      help="comma-separated metrics to draw, e.g. loss,eval_num_fevals")
+    plot.add_argument(
+        "-o", "--output", default=None, help="output PNG (default RUN_DIR/history.png)"
+    )
+    plot.add_argument(
+        "--keys", default=None, help="comma-separated metrics to draw, e.g. loss,eval_num_fevals"
+    )
     plot.set_defaults(func=_cmd_plot)
 
     info = sub.add_parser("info", help="print versions and devices")

@@ -128,7 +128,7 @@ def plot_history(
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     for ax, key in zip(axes, keys, strict=False):
         positive = True

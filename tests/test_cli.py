@@ -48,8 +48,15 @@ def test_demo_quick_prints_table_and_writes_figure(tmp_path):
     out = tmp_path / "demo"
     r = _run("-m", "ndes.cli", "demo", "--quick", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    for word in ("vanilla", "ErrorEstimate", "StiffnessEstimate", "test acc", "NFE/predict",
-                 "train s", "predict ms"):
+    for word in (
+        "vanilla",
+        "ErrorEstimate",
+        "StiffnessEstimate",
+        "test acc",
+        "NFE/predict",
+        "train s",
+        "predict ms",
+    ):
         assert word in r.stdout
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("vanilla", "Error", "Stiff"))]
     assert len(rows) == 3
@@ -67,10 +74,14 @@ def test_demo_quick_prints_table_and_writes_figure(tmp_path):
 
 
 def test_demo_table_mean_std_over_seeds():
-    rows = [DemoResult(m, seed, acc, nfe, 10.0 + seed, 0.002, None)
-            for seed in (0, 1, 2)
-            for m, acc, nfe in (("vanilla", 96.0 + seed, 40.0 + 2 * seed),
-                                ("ErrorEstimate", 95.0 + seed, 20.0 + seed))]
+    rows = [
+        DemoResult(m, seed, acc, nfe, 10.0 + seed, 0.002, None)
+        for seed in (0, 1, 2)
+        for m, acc, nfe in (
+            ("vanilla", 96.0 + seed, 40.0 + 2 * seed),
+            ("ErrorEstimate", 95.0 + seed, 20.0 + seed),
+        )
+    ]
     table = format_table(rows)
     lines = table.splitlines()
     assert len(lines) == 4  # header, rule, one row per method
@@ -111,17 +122,26 @@ def _with(**changes):
         (_with(optimizer={"lr": -1.0}), r"config key 'optimizer.lr' must be a positive number"),
         (_with(model__solver="RK4"), r"config key 'model.solver' must be one of"),
         (_with(data__name="mnist"), r"config key 'data.name' = 'mnist' is not supported"),
-        (_with(regularizers__0__type="Magic"),
-         r"config key 'regularizers\[0\].type' = 'Magic' is not supported; choose one of: "
-         r"ErrorEstimate"),
-        (_with(regularizers__0__weight="big"),
-         r"config key 'regularizers\[0\].weight' must be a non-negative number"),
+        (
+            _with(regularizers__0__type="Magic"),
+            r"config key 'regularizers\[0\].type' = 'Magic' is not supported; choose one of: "
+            r"ErrorEstimate",
+        ),
+        (
+            _with(regularizers__0__weight="big"),
+            r"config key 'regularizers\[0\].weight' must be a non-negative number",
+        ),
         (_with(regularizers__0__rtl=1e-3), r"config key 'regularizers\[0\].rtl' is unknown"),
-        (_with(regularizers=[{"type": "KineticEnergy"}]),
-         r"'regularizers\[0\].weight' or 'regularizers\[0\].target_nfe' is needed"),
+        (
+            _with(regularizers=[{"type": "KineticEnergy"}]),
+            r"'regularizers\[0\].weight' or 'regularizers\[0\].target_nfe' is needed",
+        ),
         ({k: v for k, v in _BASE.items() if k != "steps"}, r"config key 'steps' is required"),
-        (_with(model__type="neural_cde"), r"'data.name' = 'digits' is not supported with "
-         r"model.type = 'neural_cde'"),
+        (
+            _with(model__type="neural_cde"),
+            r"'data.name' = 'digits' is not supported with "
+            r"model.type = 'neural_cde'",
+        ),
     ],
 )
 def test_config_validation_names_the_key(raw, match):
@@ -132,8 +152,14 @@ def test_config_validation_names_the_key(raw, match):
 def test_config_defaults_and_example_configs():
     cfg = parse_config(_BASE)
     assert cfg.batch_size == 64 and cfg.seed == 0 and cfg.model["rtol"] == 1e-3
-    assert cfg.optimizer == {"type": "adam", "lr": 1e-3, "weight_decay": 1e-4,
-                             "momentum": 0.0, "schedule": "constant", "clip_norm": None}
+    assert cfg.optimizer == {
+        "type": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.0,
+        "schedule": "constant",
+        "clip_norm": None,
+    }
     examples = sorted((ROOT / "examples" / "configs").glob("*.toml"))
     assert len(examples) >= 2
     for path in examples:

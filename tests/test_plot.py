@@ -12,9 +12,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _records(run=None, n=5, scale=1.0):
     out = []
     for s in range(1, n + 1):
-        r = {"step": s, "loss": scale / s, "num_fevals": 20.0 + s, "penalty": 0.1 * s,
-             "penalty_terms": {"ErrorEstimate": 0.01 * s},
-             "budget_weights": {"ErrorEstimate": 0.05 * s}, "wall_time": 0.1 * s}
+        r = {
+            "step": s,
+            "loss": scale / s,
+            "num_fevals": 20.0 + s,
+            "penalty": 0.1 * s,
+            "penalty_terms": {"ErrorEstimate": 0.01 * s},
+            "budget_weights": {"ErrorEstimate": 0.05 * s},
+            "wall_time": 0.1 * s,
+        }
         if s == n:
             r["eval_loss"] = scale / n
             r["eval_num_fevals"] = 18.0
@@ -36,8 +42,11 @@ def test_plot_history_sources(tmp_path):
     assert out.read_bytes().startswith(PNG)
     # One JSONL file holding two runs (split by their "run" label), with a nested key.
     f = _write(tmp_path / "m.jsonl", _records("vanilla") + _records("reg", scale=0.5))
-    out = plot_history(f, tmp_path / "b.png",
-                       keys=("loss", "budget_weights.ErrorEstimate", "penalty_terms.ErrorEstimate"))
+    out = plot_history(
+        f,
+        tmp_path / "b.png",
+        keys=("loss", "budget_weights.ErrorEstimate", "penalty_terms.ErrorEstimate"),
+    )
     assert out.read_bytes().startswith(PNG)
     # A dict label -> file / records, and a list of files.
     out = plot_history({"x": f, "y": _records()}, tmp_path / "c.png", keys=("eval_loss",))
@@ -89,8 +98,17 @@ def test_plot_fit_history(tmp_path):
     def loss_fn(m, batch, *, key, regularizers, train_step):
         return jnp.mean((jax.vmap(m)(batch) - batch) ** 2), {"num_fevals": 3.0}
 
-    fit(model, x, loss_fn, optax.adam(1e-2), key=jax.random.key(1), batch_size=8, steps=4,
-        run_dir=tmp_path, progress=False)
+    fit(
+        model,
+        x,
+        loss_fn,
+        optax.adam(1e-2),
+        key=jax.random.key(1),
+        batch_size=8,
+        steps=4,
+        run_dir=tmp_path,
+        progress=False,
+    )
     assert plot_run(tmp_path).read_bytes().startswith(PNG)
 
 

@@ -91,8 +91,13 @@ def _fit(**kw):
     args = dict(key=jax.random.key(1), batch_size=8, progress=False)
     args.update(kw)
     model = args.pop("model", None) or _mlp()
-    return fit(model, args.pop("data", (x, y)), args.pop("loss_fn", mse_loss),
-               args.pop("optimizer", optax.adam(1e-2)), **args)
+    return fit(
+        model,
+        args.pop("data", (x, y)),
+        args.pop("loss_fn", mse_loss),
+        args.pop("optimizer", optax.adam(1e-2)),
+        **args,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def test_fit_trains_and_never_recompiles(tmp_path):
         jax.monitoring.unregister_event_duration_listener(listener)
     # One trace of the train step for 4 epochs while a schedule and a BudgetWeight change.
     assert result.traces["train_step"] == 1
-    after = [e for e in compiles[after_epoch1[0]:] if e.endswith("backend_compile_duration")]
+    after = [e for e in compiles[after_epoch1[0] :] if e.endswith("backend_compile_duration")]
     assert after == []
     weights = [r["budget_weights"]["ToyReg"] for r in result.history]
     assert weights[0] == 0.0 and weights[-1] > weights[1] > 0  # NFE 7 > 5: weight rises
@@ -133,14 +138,30 @@ def test_fit_trains_and_never_recompiles(tmp_path):
 def test_metrics_jsonl_one_line_per_logged_step(tmp_path):
     x, y = _regression_data()
     log = tmp_path / "m.jsonl"
-    result = _fit(steps=9, log_every=2, log_path=log, regularizers=(ToyReg(1e-3),),
-                  eval_data=(x[:12], y[:12]), eval_every=4, run_name="toy")
+    result = _fit(
+        steps=9,
+        log_every=2,
+        log_path=log,
+        regularizers=(ToyReg(1e-3),),
+        eval_data=(x[:12], y[:12]),
+        eval_every=4,
+        run_name="toy",
+    )
     recs = read_metrics(log)
     assert [r["step"] for r in recs] == [2, 4, 6, 8, 9]
     assert recs == json.loads(json.dumps(result.history))
     for r in recs:
-        for k in ("loss", "penalty", "penalty_terms", "num_fevals", "num_accepted_steps",
-                  "num_rejected_steps", "wall_time", "step", "epoch"):
+        for k in (
+            "loss",
+            "penalty",
+            "penalty_terms",
+            "num_fevals",
+            "num_accepted_steps",
+            "num_rejected_steps",
+            "wall_time",
+            "step",
+            "epoch",
+        ):
             assert k in r, k
         assert r["run"] == "toy"
         assert r["num_fevals"] == 7.0 and r["num_accepted_steps"] == 2.0
@@ -161,8 +182,9 @@ def test_evaluation_runs_without_regularizers():
         seen.append(len(regularizers))
         return mse_loss(model, batch, key=key, regularizers=regularizers, train_step=train_step)
 
-    result = _fit(steps=3, loss_fn=loss_fn, regularizers=(ToyReg(10.0),),
-                  eval_data=(x, y), eval_batch_size=32)
+    result = _fit(
+        steps=3, loss_fn=loss_fn, regularizers=(ToyReg(10.0),), eval_data=(x, y), eval_batch_size=32
+    )
     assert sorted(seen) == [0, 1]  # traced once for training (1 reg) and once for eval (0)
     rec = result.history[-1]
     assert "eval_penalty" not in rec and "eval_penalty_terms" not in rec
@@ -203,9 +225,19 @@ def test_neural_ode_end_to_end(tmp_path):
         return jnp.mean((out.ys - batch["ys"]) ** 2), solution_aux(out)
 
     regs = (ndes.ErrorEstimate(weight=BudgetWeight(target_nfe=8, lr=0.5)),)
-    result = fit(model, {"y0": y0, "ys": ys}, loss_fn, optax.adam(1e-2), key=jax.random.key(1),
-                 batch_size=8, steps=3, regularizers=regs, eval_data={"y0": y0, "ys": ys},
-                 run_dir=tmp_path, progress=False)
+    result = fit(
+        model,
+        {"y0": y0, "ys": ys},
+        loss_fn,
+        optax.adam(1e-2),
+        key=jax.random.key(1),
+        batch_size=8,
+        steps=3,
+        regularizers=regs,
+        eval_data={"y0": y0, "ys": ys},
+        run_dir=tmp_path,
+        progress=False,
+    )
     recs = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3]
     for r in recs:
@@ -235,11 +267,17 @@ def test_fit_argument_errors():
     with pytest.raises(ValueError, match="resume=True\\) needs checkpoint_dir"):
         _fit(steps=2, resume=True)
     with pytest.raises(ValueError, match="no 'penalty'"):
-        _fit(steps=2, regularizers=(ToyReg(1.0),),
-             loss_fn=lambda m, b, **kw: (jnp.mean(jax.vmap(m)(b[0])), {}))
+        _fit(
+            steps=2,
+            regularizers=(ToyReg(1.0),),
+            loss_fn=lambda m, b, **kw: (jnp.mean(jax.vmap(m)(b[0])), {}),
+        )
     with pytest.raises(ValueError, match="no 'num_fevals'"):
-        _fit(steps=2, regularizers=(ToyReg(BudgetWeight(10.0)),),
-             loss_fn=lambda m, b, **kw: (jnp.mean(jax.vmap(m)(b[0])), {"penalty": 0.0}))
+        _fit(
+            steps=2,
+            regularizers=(ToyReg(BudgetWeight(10.0)),),
+            loss_fn=lambda m, b, **kw: (jnp.mean(jax.vmap(m)(b[0])), {"penalty": 0.0}),
+        )
     with pytest.raises(TypeError, match="must return a pair"):
         _fit(steps=2, loss_fn=lambda m, b, **kw: jnp.mean(jax.vmap(m)(b[0])))
     with pytest.raises(TypeError, match="aux a dict"):
@@ -290,9 +328,17 @@ def toy_cost_loss(model, batch, *, key, regularizers, train_step):
 
 def _toy_budget(target, init, steps, lr=0.5):
     data = np.full((4,), 2.0)
-    return fit(Scalar(jnp.asarray(0.0)), data, toy_cost_loss, optax.sgd(0.1),
-               key=jax.random.key(0), batch_size=4, steps=steps, progress=False,
-               regularizers=(ToyReg(BudgetWeight(target, lr=lr, init=init)),))
+    return fit(
+        Scalar(jnp.asarray(0.0)),
+        data,
+        toy_cost_loss,
+        optax.sgd(0.1),
+        key=jax.random.key(0),
+        batch_size=4,
+        steps=steps,
+        progress=False,
+        regularizers=(ToyReg(BudgetWeight(target, lr=lr, init=init)),),
+    )
 
 
 def test_budget_weight_moves_toward_target():
@@ -301,8 +347,9 @@ def test_budget_weight_moves_toward_target():
     w = np.array([r["budget_weights"]["ToyReg"] for r in result.history])
     nfe = np.array([r["num_fevals"] for r in result.history])
     # Each logged weight is the one used at that step; the next is the dual-ascent update.
-    np.testing.assert_allclose(w[1:], np.maximum(0.0, w[:-1] + 0.5 * (nfe[:-1] - 30) / 30),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        w[1:], np.maximum(0.0, w[:-1] + 0.5 * (nfe[:-1] - 30) / 30), rtol=1e-12, atol=1e-15
+    )
     assert w[0] == 0.0 and nfe[0] == 10.0 and w[1] == 0.0  # under budget at a=0: stays at 0
     over = np.flatnonzero(nfe > 30.0)
     assert np.all(np.diff(w)[over[over < len(w) - 1]] > 0)  # over budget: the weight rises
@@ -323,9 +370,19 @@ def test_budget_weight_falls_and_clips_at_zero():
 
 def test_nfe_budget_shorthand():
     data = np.full((4,), 2.0)
-    result = fit(Scalar(jnp.asarray(0.0)), data, toy_cost_loss, optax.sgd(0.1),
-                 key=jax.random.key(0), batch_size=4, steps=3, progress=False,
-                 regularizers=(ToyReg(0.2),), nfe_budget=5.0, budget_lr=1.0)
+    result = fit(
+        Scalar(jnp.asarray(0.0)),
+        data,
+        toy_cost_loss,
+        optax.sgd(0.1),
+        key=jax.random.key(0),
+        batch_size=4,
+        steps=3,
+        progress=False,
+        regularizers=(ToyReg(0.2),),
+        nfe_budget=5.0,
+        budget_lr=1.0,
+    )
     w = [r["budget_weights"]["ToyReg"] for r in result.history]
     assert w[0] == 0.2 and w[1] == pytest.approx(0.2 + (10.0 - 5.0) / 5.0)
 
@@ -352,8 +409,11 @@ def test_resume_after_interrupt_is_bitwise(tmp_path):
     resumed = _fit(steps=total, checkpoint_dir=ckpt, log_path=log, resume=True)
     assert not resumed.interrupted and int(resumed.state.step) == total
     _assert_bitwise(straight.model, resumed.model)
-    for a, b in zip(jax.tree_util.tree_leaves(straight.state),
-                    jax.tree_util.tree_leaves(resumed.state), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(straight.state),
+        jax.tree_util.tree_leaves(resumed.state),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The resumed log continues the interrupted one: same records apart from wall time.
     drop = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]  # noqa: E731
@@ -366,7 +426,11 @@ def test_resume_from_periodic_checkpoint_and_keep_last(tmp_path):
     _fit(steps=7, checkpoint_dir=ckpt, checkpoint_every=2, keep_last=2)
     assert [s for s, _ in list_checkpoints(ckpt)] == [6, 7]
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "step_000000006.eqx", "step_000000006.json", "step_000000007.eqx", "step_000000007.json"]
+        "step_000000006.eqx",
+        "step_000000006.json",
+        "step_000000007.eqx",
+        "step_000000007.json",
+    ]
     # Continue to 12 steps; equals a straight 12-step run.
     more = _fit(steps=12, checkpoint_dir=ckpt, resume=True, checkpoint_every=2, keep_last=2)
     _assert_bitwise(more.model, _fit(steps=12).model)
@@ -389,8 +453,9 @@ def test_checkpoint_roundtrip_and_no_overwrite(tmp_path):
     assert path == latest_checkpoint(tmp_path) == tmp_path / "step_000000003.json"
     loaded, meta = load_checkpoint(tmp_path, _state_at(0, _mlp(seed=5)))
     assert meta["step"] == 3 and meta["config_hash"] == "abc" and meta["note"] == 1
-    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(loaded),
-                    strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(loaded), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(CheckpointError, match="already exists and will not be overwritten"):
         save_checkpoint(tmp_path, state)
@@ -495,8 +560,7 @@ def test_keyboard_interrupt_saves_checkpoint(tmp_path):
     assert result.interrupted and int(result.state.step) == 3
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [3]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
-    _assert_bitwise(result.model, load_checkpoint(tmp_path / "checkpoints",
-                                                  _state_at(0))[0].model)
+    _assert_bitwise(result.model, load_checkpoint(tmp_path / "checkpoints", _state_at(0))[0].model)
 
 
 def test_keyboard_interrupt_between_steps(tmp_path, monkeypatch):
@@ -577,11 +641,17 @@ _DP_SCRIPT = textwrap.dedent(
 
 def test_data_parallel_matches_one_device():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=Path(__file__).parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DP_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     assert out["devices"] == 8
     assert out["param_change"] > 1e-3  # training did something
     assert out["param_diff"] < 1e-12

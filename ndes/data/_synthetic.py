@@ -54,7 +54,12 @@ def _spiral_solve(ts, A, y0):
 
     def one(y):
         return diffrax.diffeqsolve(
-            term, diffrax.Dopri8(), ts[0], ts[-1], None, y,
+            term,
+            diffrax.Dopri8(),
+            ts[0],
+            ts[-1],
+            None,
+            y,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8),
             max_steps=100_000,
@@ -107,7 +112,13 @@ def _lv_drift(t, y, p):
 def _lv_ode_solve(ts, p, y0):
     def one(y):
         return diffrax.diffeqsolve(
-            diffrax.ODETerm(_lv_drift), diffrax.Dopri8(), ts[0], ts[-1], None, y, args=p,
+            diffrax.ODETerm(_lv_drift),
+            diffrax.Dopri8(),
+            ts[0],
+            ts[-1],
+            None,
+            y,
+            args=p,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
             max_steps=100_000,
@@ -134,7 +145,11 @@ def _lv_sde_solve(grid, ts, p, sigma, y0, keys):
 
     def one(y, k):
         bm = diffrax.VirtualBrownianTree(
-            grid[0], grid[-1], tol=dt_min / 16, shape=(2,), key=k,
+            grid[0],
+            grid[-1],
+            tol=dt_min / 16,
+            shape=(2,),
+            key=k,
             levy_area=diffrax.SpaceTimeLevyArea,
         )
         terms = diffrax.MultiTerm(
@@ -142,7 +157,13 @@ def _lv_sde_solve(grid, ts, p, sigma, y0, keys):
             diffrax.ControlTerm(_lv_log_diffusion, bm),
         )
         sol = diffrax.diffeqsolve(
-            terms, diffrax.ShARK(), grid[0], grid[-1], None, jnp.log(y), args=(p, sigma),
+            terms,
+            diffrax.ShARK(),
+            grid[0],
+            grid[-1],
+            None,
+            jnp.log(y),
+            args=(p, sigma),
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.StepTo(ts=grid),
             max_steps=grid.shape[0],
@@ -209,9 +230,7 @@ def lotka_volterra(
     if not float(dt) > 0:
         raise ValueError(f"dt must be positive, got {dt!r}.")
     k0, kw = jax.random.split(key)
-    y0 = jax.random.uniform(
-        k0, (num, 2), minval=y0_range[0], maxval=y0_range[1], dtype=ts.dtype
-    )
+    y0 = jax.random.uniform(k0, (num, 2), minval=y0_range[0], maxval=y0_range[1], dtype=ts.dtype)
     p = jnp.asarray(params, dtype=ts.dtype)
     if noise == 0:
         return y0, _lv_ode_solve(ts, p, y0)

@@ -17,6 +17,7 @@ def _figure(size):
     FigureCanvasAgg(fig)
     return fig
 
+
 __all__ = ["plot_posterior_and_forecast", "plot_training"]
 
 

@@ -295,4 +295,3 @@ class Augmentation(eqx.Module):
         values = tuple(a[-1] for a in accs)
         interpolation = None if sol.interpolation is None else ProjectedPath(sol.interpolation)
         return ts, ys, interpolation, values
-

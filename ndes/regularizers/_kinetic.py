@@ -115,9 +115,7 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
         self.check_weight()
         check_batch_axis(self, "JacobianFrobenius")
         if self.probe not in _PROBES:
-            raise ValueError(
-                f"JacobianFrobenius(probe={self.probe!r}) must be one of {_PROBES}."
-            )
+            raise ValueError(f"JacobianFrobenius(probe={self.probe!r}) must be one of {_PROBES}.")
         if self.key is None:
             raise ValueError(
                 "JacobianFrobenius needs key= (a PRNG key for the Hutchinson probe), e.g. "

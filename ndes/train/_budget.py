@@ -150,8 +150,6 @@ def with_nfe_budget(regularizers: Sequence[Any], target_nfe: float, lr: float) -
                 "ndes.BudgetWeight."
             )
         out.append(
-            eqx.tree_at(
-                lambda r: r.weight, reg, BudgetWeight(target_nfe, lr=lr, init=float(w))
-            )
+            eqx.tree_at(lambda r: r.weight, reg, BudgetWeight(target_nfe, lr=lr, init=float(w)))
         )
     return tuple(out)

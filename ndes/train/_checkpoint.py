@@ -196,15 +196,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
-            f"{meta_path} is not an ndes checkpoint (format {FORMAT!r} expected). "
-            f"{_fix(meta_path)}"
+            f"{meta_path} is not an ndes checkpoint (format {FORMAT!r} expected). {_fix(meta_path)}"
         )
     return meta
 
 
-def load_checkpoint(
-    path: str | os.PathLike, like: TrainState
-) -> tuple[TrainState, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike, like: TrainState) -> tuple[TrainState, dict[str, Any]]:
     """Read a checkpoint, verifying its integrity and structure first.
 
     **Arguments:**

@@ -255,9 +255,12 @@ def fit(
         raise ValueError("fit needs exactly one of steps= (total optimiser steps) or epochs=.")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"fit(batch_size={batch_size!r}) must be a positive int.")
-    for name, val in (("log_every", log_every), ("eval_every", eval_every),
-                      ("checkpoint_every", checkpoint_every),
-                      ("eval_batch_size", eval_batch_size)):
+    for name, val in (
+        ("log_every", log_every),
+        ("eval_every", eval_every),
+        ("checkpoint_every", checkpoint_every),
+        ("eval_batch_size", eval_batch_size),
+    ):
         if val is not None and (not isinstance(val, (int, np.integer)) or val < 1):
             raise ValueError(f"fit({name}={val!r}) must be a positive int or None.")
     if eval_fn is not None and eval_data is None:
@@ -444,8 +447,13 @@ def fit(
 
     disable = None if progress is None else not progress
     bar = tqdm(
-        total=total, initial=start, desc=run_name, disable=disable, dynamic_ncols=True,
-        file=sys.stderr, leave=True,
+        total=total,
+        initial=start,
+        desc=run_name,
+        disable=disable,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        leave=True,
     )
     interrupted = False
     perm_epoch, perm = None, None
@@ -513,4 +521,3 @@ def fit(
         log_path=None if log_path is None else Path(log_path),
         traces=dict(traces),
     )
-

@@ -89,16 +89,20 @@ def init_state(
     typed = wrap_key(data, impl)
     k_loss, k_data, k_eval = jax.random.split(typed, 3)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    return strengthen(TrainState(
-        model=model,
-        opt_state=opt_state,
-        step=jnp.zeros((), jnp.int32),
-        key=jax.random.key_data(k_loss),
-        data_key=jax.random.key_data(k_data),
-        eval_key=jax.random.key_data(k_eval),
-        budget_weights=tuple(jnp.asarray(w, dtype=jnp.result_type(float)) for w in budget_weights),
-        key_impl=impl,
-    ))
+    return strengthen(
+        TrainState(
+            model=model,
+            opt_state=opt_state,
+            step=jnp.zeros((), jnp.int32),
+            key=jax.random.key_data(k_loss),
+            data_key=jax.random.key_data(k_data),
+            eval_key=jax.random.key_data(k_eval),
+            budget_weights=tuple(
+                jnp.asarray(w, dtype=jnp.result_type(float)) for w in budget_weights
+            ),
+            key_impl=impl,
+        )
+    )
 
 
 def strengthen(tree: Any) -> Any:
