@@ -51,7 +51,10 @@ def prepare(split):
     }
 
 
-def build(kind, channels, hidden, num_classes, width, seed, rtol):
+SDE_SOLVERS = {"heun": diffrax.Heun, "shark": diffrax.ShARK, "euler": diffrax.Euler}
+
+
+def build(kind, channels, hidden, num_classes, width, seed, rtol, sde_solver="shark", grid=None):
     ctrl = diffrax.PIDController(rtol=rtol, atol=rtol * 1e-2)
     if kind == "ncde":
         return ndes.NeuralCDE(
@@ -63,6 +66,7 @@ def build(kind, channels, hidden, num_classes, width, seed, rtol):
             key=jax.random.key(seed),
             stepsize_controller=ctrl,
         )
+    fixed = sde_solver == "euler"
     return ndes.NeuralLSDE(
         hidden,
         width,
@@ -70,9 +74,11 @@ def build(kind, channels, hidden, num_classes, width, seed, rtol):
         key=jax.random.key(seed),
         input_channels=channels,
         out_size=num_classes,
-        solver=diffrax.Heun(),
-        sde_type="stratonovich",
-        stepsize_controller=ctrl,
+        solver=SDE_SOLVERS[sde_solver](),
+        # Additive noise: Ito and Stratonovich coincide; Euler is the paper's Ito solver.
+        sde_type="ito" if fixed else "stratonovich",
+        stepsize_controller=diffrax.ConstantStepSize() if fixed else ctrl,
+        num_steps=grid if fixed else None,
     )
 
 
@@ -84,11 +90,22 @@ def forward(model, b, key, **kw):
     return model(ts, control, key=key, **kw)
 
 
-def run_one(kind, name, missing, reg, weight, seed, steps, batch, hidden, width, rtol, progress):
+def optimiser(lr, schedule, steps):
+    if schedule == "cosine":
+        return optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 10), steps))
+    return optax.adam(lr)
+
+
+def run_one(a, missing, reg, seed, progress):
+    """One training run; `a` holds the command-line settings (see `main`)."""
+    kind, name, weight, steps = a.model, a.dataset, a.weight, a.steps
     data = load_uea(name, missing=missing, seed=seed)
     train, test = prepare(data.train), prepare(data.test)
     channels = train["coeffs"][0].shape[-1]
-    model = build(kind, channels, hidden, data.num_classes, width, seed, rtol)
+    grid = a.grid or int(data.train.times.shape[1]) - 1
+    model = build(
+        kind, channels, a.hidden, data.num_classes, a.width, seed, a.rtol, a.sde_solver, grid
+    )
     regs = (ndes.ErrorEstimate(weight),) if reg == "error" else ()
 
     def loss_fn(model, b, *, key, regularizers, train_step):
@@ -106,9 +123,9 @@ def run_one(kind, name, missing, reg, weight, seed, steps, batch, hidden, width,
         model,
         train,
         loss_fn,
-        optax.adam(3e-3),
+        optimiser(a.lr, a.schedule, steps),
         key=jax.random.key(seed + 1000),
-        batch_size=batch,
+        batch_size=a.batch,
         steps=steps,
         regularizers=regs,
         progress=progress,
@@ -129,12 +146,23 @@ def run_one(kind, name, missing, reg, weight, seed, steps, batch, hidden, width,
         "weight": weight if reg != "none" else 0.0,
         "seed": seed,
         "steps": steps,
+        "lr": a.lr,
+        "schedule": a.schedule,
+        "solver": solver_name(a),
+        "rtol": a.rtol,
         "accuracy": acc,
         "nfe_per_prediction": int(nfe),
         "train_s": train_s,
         "predict_s": predict_s,
         "train_nfe_last": res.history[-1].get("num_fevals") if res.history else None,
     }
+
+
+def solver_name(a):
+    if a.model == "lsde" and a.sde_solver == "euler":
+        return f"Euler, {a.grid or 'padded length - 1'} steps"
+    name = "Tsit5" if a.model == "ncde" else SDE_SOLVERS[a.sde_solver].__name__
+    return f"{name} + PID(rtol={a.rtol}, atol={a.rtol * 1e-2:g})"
 
 
 def summarise(records):
@@ -169,6 +197,22 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument(
+        "--sde-solver",
+        choices=sorted(SDE_SOLVERS),
+        default="shark",
+        help="lsde only: shark/heun adaptive (VirtualBrownianTree), euler fixed-step (grid)",
+    )
+    p.add_argument(
+        "--grid", type=int, default=0, help="lsde euler: steps (default: padded length - 1)"
+    )
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (peak if cosine)")
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="constant, or linear warm-up then cosine decay to 0 over --steps",
+    )
     p.add_argument("--out", default="runs/uea")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -179,26 +223,14 @@ def main(argv=None):
     for missing in a.missing:
         for seed in range(a.seeds):
             for reg in regs:
-                r = run_one(
-                    a.model,
-                    a.dataset,
-                    missing,
-                    reg,
-                    a.weight,
-                    seed,
-                    a.steps,
-                    a.batch,
-                    a.hidden,
-                    a.width,
-                    a.rtol,
-                    None if not a.no_progress else False,
-                )
+                r = run_one(a, missing, reg, seed, None if not a.no_progress else False)
                 records.append(r)
                 print(json.dumps(r), flush=True)
                 (out / "results.json").write_text(json.dumps(records, indent=1))
     print(
         f"\n{a.dataset}, {a.model} hidden {a.hidden}, width {a.width}, {a.steps} Adam steps, "
-        f"batch {a.batch}, Tsit5 + PID(rtol={a.rtol}), ErrorEstimate weight {a.weight}"
+        f"batch {a.batch}, lr {a.lr} ({a.schedule}), {solver_name(a)}, "
+        f"ErrorEstimate weight {a.weight}"
     )
     print(summarise(records))
 

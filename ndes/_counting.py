@@ -11,6 +11,10 @@ evaluated. The count depends on the solver:
 - `ReversibleHeun` evaluates once per attempt plus once when its state is initialised;
 - `EulerHeun` evaluates the drift once and the diffusion twice per attempt;
 - `HalfSolver(inner)` makes three steps of `inner` per attempt;
+- an additive-noise stochastic Runge--Kutta method (`ShARK`, `SRA1`, ...) evaluates the drift
+  once per stage it does not skip and the (constant-in-`y`) diffusion twice per attempt, at
+  the step's two ends (in one `vmap`), plus once when its state is initialised (diffrax
+  checks there that the diffusion does not depend on `y`);
 - `PIDController` with `dt0=None` runs an initial-step heuristic that evaluates the vector field
   twice when it receives a plain `ODETerm` (diffrax 0.7 hands it a `WrapTerm`, so in practice
   it returns 0.01 without evaluating; we mirror diffrax's own check).
@@ -77,7 +81,8 @@ def feval_cost(solver, terms, t0, t1, y0, args) -> FevalCost | None:
 
     Known exactly: explicit Runge--Kutta methods with a single Butcher tableau (Euler-like
     `Heun`, `Midpoint`, `Ralston`, `Bosh3`, `Tsit5`, `Dopri5`, `Dopri8`, ...), `Euler`,
-    `EulerHeun`, `ReversibleHeun`, and `HalfSolver` around any of these.
+    `EulerHeun`, `ReversibleHeun`, additive-noise stochastic Runge--Kutta methods (`ShARK`,
+    `SRA1`), and `HalfSolver` around any of these.
     """
     n = _num_terms(terms)
     ones = (1,) * n
@@ -97,6 +102,14 @@ def feval_cost(solver, terms, t0, t1, y0, args) -> FevalCost | None:
         return FevalCost((1, 2), (0, 0), (0, 0), (1, 1))
     if isinstance(solver, diffrax.ReversibleHeun):
         return FevalCost(ones, zeros, ones, ones)
+    if isinstance(solver, diffrax.AbstractSRK) and n == 2:
+        tab = solver.tableau
+        if not tab.is_additive_noise():
+            # General-noise SRKs call the diffusion once per stage and Levy area; whether
+            # XLA merges those calls is not ours to promise.
+            return None
+        skipped = 0 if tab.ignore_stage_f is None else int(sum(tab.ignore_stage_f))
+        return FevalCost((len(tab.b_sol) - skipped, 2), (0, 0), (0, 1), (1, 1))
     if isinstance(solver, diffrax.AbstractERK) and isinstance(
         solver.tableau, diffrax.ButcherTableau
     ):

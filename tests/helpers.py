@@ -13,12 +13,18 @@ class Counter:
     def __init__(self):
         self.n = 0
 
-    def _tick(self):
-        self.n += 1
+    def _tick(self, t=None):
+        self.n += 1 if t is None else int(np.size(t))
 
-    def wrap(self, f):
+    def wrap(self, f, *, per_time=False):
+        """`per_time=True` counts one evaluation per time point when the solver `vmap`s the
+        field over several times (the callback then runs once with a batched `t`)."""
+
         def counted(t, y, args):
-            jax.debug.callback(self._tick)
+            if per_time:
+                jax.debug.callback(self._tick, t)
+            else:
+                jax.debug.callback(self._tick)
             return f(t, y, args)
 
         return counted

@@ -112,6 +112,36 @@ def test_sde_fevals_exact_per_term(solver, adaptive):
     assert int(sol.stats["num_fevals"]) == cf.read() + cg.read()
 
 
+@pytest.mark.parametrize("solver", [diffrax.ShARK(), diffrax.SRA1()], ids=["ShARK", "SRA1"])
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
+def test_additive_srk_fevals_exact_per_term(solver, adaptive):
+    cf, cg = Counter(), Counter()
+    bm = diffrax.VirtualBrownianTree(
+        0.0, 1.0, tol=1e-4, shape=(2,), key=jax.random.key(3), levy_area=diffrax.SpaceTimeLevyArea
+    )
+    drift = diffrax.ODETerm(cf.wrap(lambda t, y, a: -y + jnp.sin(4 * t)))
+    # diffrax evaluates the additive diffusion at both ends of a step in one vmap over t.
+    g = cg.wrap(lambda t, y, a: (0.3 + t) * jnp.eye(2), per_time=True)
+    diffusion = diffrax.ControlTerm(g, bm)
+    terms = diffrax.MultiTerm(drift, diffusion)
+    ctrl = diffrax.PIDController(rtol=1e-3, atol=1e-3) if adaptive else diffrax.ConstantStepSize()
+    sol = ndes.diffeqsolve(terms, solver, 0.0, 1.0, 0.05, jnp.ones(2), stepsize_controller=ctrl)
+    per_term = sol.stats["num_fevals_per_term"]
+    assert [int(per_term[0]), int(per_term[1])] == [cf.read(), cg.read()]
+    if adaptive:
+        assert int(sol.stats["num_rejected_steps"]) > 0
+
+
+def test_general_noise_srk_has_no_feval_count():
+    bm = diffrax.VirtualBrownianTree(
+        0.0, 1.0, tol=1e-4, shape=(2,), key=jax.random.key(3), levy_area=diffrax.SpaceTimeLevyArea
+    )
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, a: -y), diffrax.ControlTerm(lambda t, y, a: jnp.diag(y), bm)
+    )
+    assert not ndes.supports_feval_count(diffrax.SlowRK(), terms, y0=jnp.ones(2))
+
+
 def test_unknown_solver_has_no_feval_count():
     term = diffrax.ODETerm(_rhs)
     solver = diffrax.Kvaerno5()

@@ -254,18 +254,23 @@ def test_scale_gradient_choice():
     assert abs(d_diff) < 1e-3 * abs(d_const)
 
 
-def test_error_estimate_on_adaptive_sde(getkey):
+@pytest.mark.parametrize("solver", [diffrax.Heun(), diffrax.ShARK()], ids=["Heun", "ShARK"])
+def test_error_estimate_on_adaptive_sde(getkey, solver):
+    # ShARK is not a diffrax.AbstractAdaptiveSolver but, for additive noise, returns an
+    # embedded error estimate that the controller (and so ErrorEstimate) uses.
     key = getkey()
     field = MLPField(2, 8, getkey())
+    shark = isinstance(solver, diffrax.ShARK)
+    levy = diffrax.SpaceTimeLevyArea if shark else diffrax.BrownianIncrement
 
     def pen(f):
-        bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(2,), key=key)
+        bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(2,), key=key, levy_area=levy)
         terms = diffrax.MultiTerm(
             diffrax.ODETerm(f), diffrax.ControlTerm(lambda t, y, a: 0.2 * jnp.eye(2), bm)
         )
         sol = ndes.diffeqsolve(
             terms,
-            diffrax.Heun(),
+            solver,
             0.0,
             1.0,
             0.05,

@@ -90,6 +90,15 @@ def batched_finalize(reg, acc):
 __all__ = ["ErrorEstimate"]
 
 
+def returns_error_estimate(solver) -> bool:
+    """Whether `solver.step` returns a local error estimate: embedded (adaptive) methods,
+    `HalfSolver`, and stochastic Runge--Kutta methods with an error tableau (the
+    additive-noise ones, e.g. `diffrax.ShARK`, `diffrax.SRA1`)."""
+    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        return True
+    return isinstance(solver, diffrax.AbstractSRK) and solver.tableau.b_error is not None
+
+
 class ErrorEstimate(AbstractStepRegularizer):
     r"""Penalise the adaptive solver's own local error estimates.
 
@@ -168,7 +177,7 @@ class ErrorEstimate(AbstractStepRegularizer):
         return batched_finalize(self, acc)
 
     def check(self, solver, terms, stepsize_controller) -> None:
-        if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        if not returns_error_estimate(solver):
             raise ValueError(
                 f"ErrorEstimate needs a solver that returns an error estimate, but "
                 f"{type(solver).__name__} does not. Use an embedded method (e.g. "
