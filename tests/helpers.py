@@ -3,6 +3,7 @@
 import diffrax
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,6 +45,17 @@ class MLPField(eqx.Module):
 
     def __call__(self, t, y, args):
         return self.scale * self.mlp(y)
+
+
+def flat_field(key, scale):
+    """A float64 `MLPField` as one flat parameter vector, for finite differences.
+
+    Returns `(flat, build)` with `build(flat)` the field. A large `scale` makes the field fast,
+    so that per-step estimates (differences of O(1) stage values) sit well above rounding.
+    """
+    params, static = eqx.partition(MLPField(2, 8, key, scale=scale), eqx.is_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    return flat, lambda p: eqx.combine(unravel(p), static)
 
 
 def linear_term(A):

@@ -2,7 +2,6 @@
 control untouched by the extra state, gradients, composition and error paths."""
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +12,7 @@ import ndes
 from ndes.regularizers._kinetic import hutchinson_probe
 from ndes.regularizers._taylor import time_derivatives
 
-from .helpers import MLPField, central_fd, linear_term
+from .helpers import MLPField, central_fd, flat_field, linear_term
 
 A = jnp.array([[-0.5, 2.0], [-2.0, -0.5]])
 Y0 = jnp.array([1.0, 0.5])
@@ -121,13 +120,6 @@ def test_extra_state_does_not_touch_step_size_control(getkey, reg):
     assert int(s2.stats["num_steps"]) == int(b2.stats["num_steps"])
 
 
-def _flat_field(key):
-    field = MLPField(2, 8, key, scale=2.0)
-    params, static = eqx.partition(field, eqx.is_array)
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    return flat, lambda p: eqx.combine(unravel(p), static)
-
-
 @pytest.mark.parametrize(
     "reg",
     [
@@ -139,7 +131,7 @@ def _flat_field(key):
     ids=["kinetic", "jacobian", "taylor2", "taylor3"],
 )
 def test_fd_gradient(getkey, reg):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=2.0)
     y0 = jnp.array([0.5, -0.3])
 
     def f(p, y):
@@ -162,7 +154,7 @@ def test_fd_gradient(getkey, reg):
 
 
 def test_random_end_time_gradient_and_distribution(getkey):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=2.0)
     y0 = jnp.array([0.5, -0.3])
     reg = ndes.RandomEndTime(0.3, key=jax.random.key(4))
 
@@ -195,7 +187,7 @@ def test_random_end_time_gradient_and_distribution(getkey):
 
 
 def test_composition_and_weight_zero_neutrality(getkey):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=2.0)
     key = jax.random.key(8)
 
     def regs(w):
@@ -272,7 +264,7 @@ def test_joint_batch_mean_equals_per_trajectory_mean(getkey):
 
 
 def test_vmap_grad(getkey):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=2.0)
     y0s = jnp.array([[0.5, -0.3], [2.0, 1.0]])
     keys = jax.random.split(jax.random.key(9), 2)
 

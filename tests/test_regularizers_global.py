@@ -10,7 +10,7 @@ import pytest
 
 import ndes
 
-from .helpers import MLPField, central_fd, linear_term
+from .helpers import MLPField, central_fd, flat_field, linear_term
 
 RTOL, ATOL = 1e-5, 1e-7
 PID = diffrax.PIDController(rtol=RTOL, atol=ATOL)
@@ -120,15 +120,6 @@ def _penalty_fn(field_like, solver, ctrl, regs, dt0=0.1):
     return f
 
 
-def _flat_field(key):
-    # A fast field and large steps: error estimates are differences of O(1) stage values,
-    # so they must be well above rounding for central differences to resolve them.
-    field = MLPField(2, 8, key, scale=5.0)
-    params, static = eqx.partition(field, eqx.is_array)
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    return flat, lambda p: eqx.combine(unravel(p), static)
-
-
 @pytest.mark.parametrize(
     "regs",
     [
@@ -143,7 +134,7 @@ def _flat_field(key):
     ids=["error", "stiffness", "both"],
 )
 def test_fd_gradient_constant_steps(getkey, regs):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=5.0)
     y0 = jnp.array([0.5, -0.3])
     f = _penalty_fn(build, diffrax.Tsit5(), diffrax.ConstantStepSize(), regs, dt0=0.5)
     g_params, g_y0 = jax.grad(f, argnums=(0, 1))(flat, y0)
@@ -158,7 +149,7 @@ def test_gradient_with_pid_is_gradient_with_step_sizes_frozen(getkey):
     """Under PIDController the gradient treats the accepted steps as constants: it equals the
     gradient of the same solve on the frozen step sequence (StepTo), which in turn matches
     central finite differences."""
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=5.0)
     y0 = jnp.array([0.5, -0.3])
     regs = (
         ndes.ErrorEstimate(1.0, differentiate_scale=True),
@@ -184,7 +175,7 @@ def test_gradient_with_pid_is_gradient_with_step_sizes_frozen(getkey):
 
 
 def test_vmap_grad_matches_per_sample(getkey):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=5.0)
     y0s = jnp.array([[0.5, -0.3], [2.0, 1.0], [-1.0, 0.1]])
     f = _penalty_fn(build, diffrax.Tsit5(), PID, (ndes.ErrorEstimate(1.0),), dt0=None)
     batched = jax.vmap(jax.grad(f), in_axes=(None, 0))(flat, y0s)

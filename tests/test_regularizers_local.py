@@ -2,7 +2,6 @@
 terms, the counted extra step, gradients and error paths."""
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import ndes
 from ndes.regularizers._local import force_sample_time
 
-from .helpers import Counter, MLPField, central_fd, linear_term
+from .helpers import Counter, central_fd, flat_field, linear_term
 
 RTOL, ATOL = 1e-5, 1e-7
 PID = diffrax.PIDController(rtol=RTOL, atol=ATOL)
@@ -172,17 +171,10 @@ def test_ys_unchanged_by_local_regularizers():
     assert int(sol.stats["num_steps"]) == int(base.stats["num_steps"])
 
 
-def _flat_field(key):
-    field = MLPField(2, 8, key, scale=5.0)
-    params, static = eqx.partition(field, eqx.is_array)
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    return flat, lambda p: eqx.combine(unravel(p), static)
-
-
 @pytest.mark.parametrize("which", ["error", "stiffness"])
 @pytest.mark.parametrize("sampling", ["unbiased", "biased"])
 def test_fd_gradient(getkey, which, sampling):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=5.0)
     y0 = jnp.array([0.5, -0.3])
     key = jax.random.key(7)
     if which == "error":
@@ -270,7 +262,7 @@ def test_fd_gradient(getkey, which, sampling):
 
 
 def test_vmap_grad_with_per_trajectory_keys(getkey):
-    flat, build = _flat_field(getkey())
+    flat, build = flat_field(getkey(), scale=5.0)
     y0s = jnp.array([[0.5, -0.3], [2.0, 1.0], [-1.0, 0.1]])
     keys = jax.random.split(jax.random.key(4), 3)
 
