@@ -2,18 +2,24 @@
 SDE (Langevin-type, `ndes.NeuralLSDE`), vanilla vs ErrorEstimate, at 0 % and 30 % missing
 observations.
 
-    python examples/uea_classification.py                # 3 seeds x {0, 0.3} x {vanilla, error}
-    python examples/uea_classification.py --seeds 1 --steps 50  # a quick look
-    python examples/uea_classification.py --missing 0.5 --reg error --weight 1e-2
+    python examples/uea_classification.py --steps 1000             # NCDE: 3 seeds x {0, 30 %}
+    python examples/uea_classification.py --model lsde --rtol 1e-2 --steps 200
+    python examples/uea_classification.py --seeds 1 --steps 50     # a quick look
+    python examples/uea_classification.py --model lsde --reg error --budget 100
 
 Pipeline: `ndes.data.load_uea` (train/test as shipped, seeded missingness, train-only
 standardisation) -> `cde_features` (time, forward-filled values, cumulative observation count
 per channel) -> backward-Hermite cubic coefficients -> `ndes.NeuralCDE` (joint batch, Tsit5 +
-PID, final time = each series' last real observation) trained with `ndes.fit` (Adam).
-`--model lsde`: `ndes.NeuralLSDE` with the same path as drift input (Oh et al. 2024), solved
-adaptively with Heun + PID on a `VirtualBrownianTree` (additive noise: Itô = Stratonovich) so
-that the error estimate exists; all series share the padded grid (the control is constant
-after a series ends).
+PID, final time = each series' last real observation) trained with `ndes.fit` (Adam, by
+default lr 1e-2 with warm-up and cosine decay).
+`--model lsde`: `ndes.NeuralLSDE` with the same path as drift input (Oh et al. 2024). Its noise
+is additive, so by default it is solved adaptively with `diffrax.ShARK` (strong order 1.5 for
+additive noise, embedded error estimate) + PID on a `VirtualBrownianTree` with space-time
+Levy area; `--sde-solver heun` is the generic (any-noise) alternative,
+`--sde-solver euler` the paper's fixed-step Euler-Maruyama on the grid (no error estimate,
+so no ErrorEstimate). All series share the padded grid (the control is constant after a
+series ends).
+`--budget N` replaces the fixed ErrorEstimate weight by `ndes.BudgetWeight(target_nfe=N)`.
 Prediction cost is the NFE of the test-set solve without regularizers, per series (one joint
 solve of the batch: the count per solve of the batch).
 
@@ -128,6 +134,7 @@ def run_one(a, missing, reg, seed, progress):
         batch_size=a.batch,
         steps=steps,
         regularizers=regs,
+        nfe_budget=a.budget if reg == "error" else None,
         progress=progress,
     )
     train_s = time.perf_counter() - t
@@ -144,6 +151,8 @@ def run_one(a, missing, reg, seed, progress):
         "missing": missing,
         "regularizer": reg,
         "weight": weight if reg != "none" else 0.0,
+        "budget": a.budget if reg != "none" else None,
+        "method": method_label(reg, weight, a.budget),
         "seed": seed,
         "steps": steps,
         "lr": a.lr,
@@ -165,12 +174,20 @@ def solver_name(a):
     return f"{name} + PID(rtol={a.rtol}, atol={a.rtol * 1e-2:g})"
 
 
+def method_label(reg, weight, budget):
+    if reg == "none":
+        return "vanilla"
+    if budget is not None:
+        return f"error(budget {budget:g})"
+    return f"error({weight:g})"
+
+
 def summarise(records):
     groups: dict = {}
     for r in records:
-        groups.setdefault((r["missing"], r["regularizer"]), []).append(r)
+        groups.setdefault((r["missing"], r["method"]), []).append(r)
     lines = [
-        f"{'missing':>7} {'regularizer':>12} {'seeds':>5} {'accuracy':>15} {'NFE/pred':>15} "
+        f"{'missing':>7} {'method':>18} {'seeds':>5} {'accuracy':>15} {'NFE/pred':>15} "
         f"{'train s':>13}",
     ]
     for (missing, reg), rs in sorted(groups.items()):
@@ -178,7 +195,7 @@ def summarise(records):
         nfe = np.array([r["nfe_per_prediction"] for r in rs])
         tr = np.array([r["train_s"] for r in rs])
         lines.append(
-            f"{missing:7.0%} {reg:>12} {len(rs):5d} {acc.mean():7.3f} ± {acc.std():.3f} "
+            f"{missing:7.0%} {reg:>18} {len(rs):5d} {acc.mean():7.3f} ± {acc.std():.3f} "
             f"{nfe.mean():7.1f} ± {nfe.std():5.1f} {tr.mean():6.0f} ± {tr.std():4.0f}"
         )
     return "\n".join(lines)
@@ -191,6 +208,13 @@ def main(argv=None):
     p.add_argument("--missing", type=float, nargs="+", default=[0.0, 0.3])
     p.add_argument("--reg", choices=["none", "error", "both"], default="both")
     p.add_argument("--weight", type=float, default=1e-2, help="ErrorEstimate weight")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="instead of a fixed weight: ndes.BudgetWeight(target_nfe=BUDGET), starting at "
+        "--weight (NFE per training solve, i.e. per joint batch)",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
@@ -206,11 +230,11 @@ def main(argv=None):
     p.add_argument(
         "--grid", type=int, default=0, help="lsde euler: steps (default: padded length - 1)"
     )
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (peak if cosine)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (peak if cosine)")
     p.add_argument(
         "--schedule",
         choices=["constant", "cosine"],
-        default="constant",
+        default="cosine",
         help="constant, or linear warm-up then cosine decay to 0 over --steps",
     )
     p.add_argument("--out", default="runs/uea")

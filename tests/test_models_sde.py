@@ -93,6 +93,45 @@ def test_adaptive_uses_tree_and_error_estimate_regularizer(mode, getkey):
     assert np.all(np.asarray(out.stats["num_steps"]) > 0)
 
 
+def test_lsde_adaptive_shark_counts_and_regularizes(getkey):
+    """NeuralLSDE (additive noise) with ShARK + PID: the tree gets the space-time Levy area,
+    the evaluations are counted, ErrorEstimate has a finite, nonzero gradient, and the
+    regularized solve is the same solve (same ys, same steps)."""
+    ts, ctrl = _control(B=3)
+    model = NeuralLSDE(
+        4,
+        8,
+        1,
+        key=jr.key(2),
+        input_channels=3,
+        out_size=2,
+        solver=diffrax.ShARK(),
+        sde_type="stratonovich",
+        stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-3),
+    )
+    k = getkey()
+    plain = model(ts, ctrl, key=k)
+    steps = int(plain.stats["num_steps"])
+    assert steps > 0
+    # Per attempted step: two drift and two diffusion evaluations, plus one diffusion
+    # evaluation at init; the PID's initial-step heuristic does not evaluate (WrapTerm).
+    # num_steps counts attempts (accepted + rejected).
+    assert int(plain.stats["num_rejected_steps"]) > 0
+    assert int(plain.stats["num_fevals"]) == 4 * steps + 1
+
+    def loss(m):
+        out = m(ts, ctrl, key=k, regularizers=(ErrorEstimate(1.0),))
+        return out.penalty, out
+
+    (pen, out), grads = eqx.filter_value_and_grad(loss, has_aux=True)(model)
+    assert float(pen) > 0
+    np.testing.assert_array_equal(out.ys, plain.ys)
+    assert int(out.stats["num_steps"]) == steps
+    leaves = jax.tree.leaves(eqx.filter(grads.drift_mlp, eqx.is_array))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
 def test_default_tree_tol_follows_rtol_dt0_and_dtmin():
     pid = diffrax.PIDController(rtol=1e-2, atol=1e-4)
     assert float(default_tree_tol(pid, None, 2.0)) == pytest.approx(2.0 * 1e-2 / 4)

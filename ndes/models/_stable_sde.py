@@ -363,7 +363,11 @@ class NeuralLSDE(AbstractStableSDE):
     $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
     Itô = Stratonovich and the additive-noise SRK solvers `diffrax.ShARK`/`SRA1`/`SEA`
     apply). Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\sigma(t))$.
-    See `AbstractStableSDE` for the arguments."""
+    See `AbstractStableSDE` for the arguments.
+
+    For adaptive solves prefer `solver=diffrax.ShARK()` (with `sde_type="stratonovich"`):
+    its error estimate sees only the drift, so it takes far fewer steps than `Heun` (3.7x
+    fewer evaluations on JapaneseVowels; `docs/sde.md`) and works with `ErrorEstimate`."""
 
     time_input = False
     additive = True
