@@ -9,8 +9,6 @@ torchdiffeq (dopri5 is the closest: torchdiffeq has no tsit5) when installed. Me
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import diffrax
 import equinox as eqx
@@ -19,21 +17,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from _timing import time_interleaved
 
 from ndes.models._ode import NeuralODE
-
-
-def timeit(fn, repeats):
-    t = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
 
 
 def data(batch, n_t, seed=0):
@@ -134,10 +120,10 @@ def main(argv=None):
         rows.append(("torchdiffeq dopri5", torch_step(width, ts, y0, target)))
     except ImportError:
         pass
-    ref = None
-    for label, fn in rows:
-        first, med = timeit(fn, repeats)
-        ref = med if ref is None else ref
+    # Interleaved (round-robin) so that load drift on a shared machine affects all rows alike.
+    timed = time_interleaved([fn for _, fn in rows], repeats)
+    ref = timed[0][0]
+    for (label, _), (med, first, _) in zip(rows, timed, strict=True):
         print(f"{label:22s} {med * 1e3:9.2f} {first:8.2f} {med / ref:8.2f}x")
 
 

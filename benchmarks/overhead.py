@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
+from functools import partial
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from _timing import time_interleaved
 
 import ndes
 
@@ -67,23 +67,10 @@ def make_step(kind: str, mode: str, regs, rtol: float, atol: float, t1: float):
 
 
 def time_rows(steps, model, y0, target, reps: int):
-    """Compile every row, then time them interleaved (round-robin), so that load drift on a
-    shared machine affects all rows alike. Returns [(median s, compile s, num_steps)]."""
-    compile_s, nsteps = [], []
-    for step in steps:
-        t = time.perf_counter()
-        out = jax.block_until_ready(step(model, y0, target))
-        compile_s.append(time.perf_counter() - t)
-        nsteps.append(int(out[2]))
-    times = [[] for _ in steps]
-    for _ in range(reps):
-        for i, step in enumerate(steps):
-            t = time.perf_counter()
-            jax.block_until_ready(step(model, y0, target))
-            times[i].append(time.perf_counter() - t)
-    return [
-        (statistics.median(ts), c, n) for ts, c, n in zip(times, compile_s, nsteps, strict=True)
-    ]
+    """Compile every row, then time them interleaved (`_timing.time_interleaved`).
+    Returns [(median s, compile s, num_steps)]."""
+    timed = time_interleaved([partial(step, model, y0, target) for step in steps], reps)
+    return [(med, comp, int(out[2])) for med, comp, out in timed]
 
 
 def main(argv=None) -> None:
