@@ -23,7 +23,8 @@ series ends).
 Prediction cost is the NFE of the test-set solve without regularizers, per series (one joint
 solve of the batch: the count per solve of the batch).
 
-Writes `--out/results.json` (one record per run) and prints a table with mean +- std.
+Writes `--out/results.json` (one record per run), prints a table with mean +- std and draws
+`--out/tradeoff.png` (accuracy against NFE per prediction, one panel per missing rate).
 """
 
 from __future__ import annotations
@@ -257,6 +258,10 @@ def main(argv=None):
         f"ErrorEstimate weight {a.weight}"
     )
     print(summarise(records))
+    fig = ndes.plot.plot_tradeoff(
+        records, out / "tradeoff.png", panel="missing", title=f"{a.dataset}, {a.model}"
+    )
+    print(f"accuracy vs NFE per prediction: {fig}")
 
 
 if __name__ == "__main__":

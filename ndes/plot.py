@@ -11,7 +11,13 @@ from typing import Any
 from .models._latent_sde_plot import plot_posterior_and_forecast as plot_posterior_and_forecast
 from .models._latent_sde_plot import plot_training as plot_training
 
-__all__ = ["plot_history", "plot_run", "plot_posterior_and_forecast", "plot_training"]
+__all__ = [
+    "plot_history",
+    "plot_run",
+    "plot_tradeoff",
+    "plot_posterior_and_forecast",
+    "plot_training",
+]
 
 _LABELS = {
     "loss": "training loss",
@@ -21,6 +27,8 @@ _LABELS = {
     "eval_num_fevals": "NFE per prediction",
     "accuracy": "accuracy",
     "eval_accuracy": "test accuracy",
+    "nfe_per_prediction": "NFE per prediction",
+    "train_s": "training time (s)",
 }
 
 _DEFAULT_RUN_KEYS = ("loss", "eval_loss", "num_fevals", "eval_num_fevals", "penalty")
@@ -205,3 +213,88 @@ def plot_run(
         )
         keys = [*_DEFAULT_RUN_KEYS, *weights]
     return plot_history(runs, d / "history.png" if path is None else path, keys=keys, **kwargs)
+
+
+def plot_tradeoff(
+    records: Records | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    x: str = "nfe_per_prediction",
+    y: str = "accuracy",
+    group: str = "method",
+    panel: str | None = None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Cost against quality, one point per run and a mean +- std cross per group: the figure
+    for "does the regularizer buy a cheaper model at the same accuracy?".
+
+    **Arguments:**
+
+    - `records`: a list of flat result records (one per run, e.g. one per seed and method),
+      or a JSON file holding such a list (as written by `examples/uea_classification.py`).
+    - `path`: the output PNG; parent directories are created.
+    - `x`, `y`: the record keys drawn on the axes (default NFE per prediction, accuracy).
+    - `group`: the key whose values get one colour each (default `"method"`).
+    - `panel`: optional key whose values get one panel each (e.g. `"missing"`).
+    - `title`, `dpi`: figure title and resolution.
+
+    **Returns:** the path written.
+
+    Raises `ValueError` when no record holds numbers for both `x` and `y`.
+    """
+    import json
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if isinstance(records, (str, os.PathLike)):
+        records = json.loads(Path(records).read_text())
+    recs = [r for r in records if _get(r, x) is not None and _get(r, y) is not None]
+    if not recs:
+        raise ValueError(
+            f"plot_tradeoff: no record holds numbers for both x={x!r} and y={y!r}; pass the "
+            "keys of your records (e.g. x='nfe_per_prediction', y='accuracy')."
+        )
+    panels = sorted({r.get(panel) for r in recs}, key=str) if panel else [None]
+    groups = list(dict.fromkeys(str(r.get(group, "run")) for r in recs))
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    for ax, pv in zip(axes, panels, strict=True):
+        for g, colour in zip(groups, colours, strict=True):
+            pts = [
+                (_get(r, x), _get(r, y))
+                for r in recs
+                if str(r.get(group, "run")) == g and (panel is None or r.get(panel) == pv)
+            ]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, s=14, color=colour, alpha=0.45)
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            sx = (sum((v - mx) ** 2 for v in xs) / len(xs)) ** 0.5
+            sy = (sum((v - my) ** 2 for v in ys) / len(ys)) ** 0.5
+            ax.errorbar(
+                mx,
+                my,
+                xerr=sx,
+                yerr=sy,
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label=f"{g} (n={len(xs)})",
+            )
+        ax.set_xlabel(_label(x))
+        ax.set_ylabel(_label(y))
+        if panel is not None:
+            ax.set_title(f"{panel} = {pv}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out

@@ -22,6 +22,7 @@ def _run(tmp_path, capsys, *args):
     common = ["--seeds", "1", "--steps", "2", "--missing", "0.3", "--no-progress"]
     uea.main([*common, *args, "--out", str(tmp_path)])
     records = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     return records, capsys.readouterr().out
 
 

@@ -130,3 +130,26 @@ def test_latent_sde_plots_write_pngs(tmp_path):
         tmp_path / "train.png", [np.arange(10.0)] * 2, [np.arange(10.0)] * 2, ("a", "b")
     )
     assert (tmp_path / "train.png").stat().st_size > 1000
+
+
+def test_plot_tradeoff_records_file_and_panels(tmp_path):
+    from ndes.plot import plot_tradeoff
+
+    recs = [
+        {"method": m, "missing": miss, "seed": s, "accuracy": a + 0.01 * s, "nfe_per_prediction": n}
+        for m, a, n in (("vanilla", 0.95, 270), ("error(0.01)", 0.96, 190))
+        for miss in (0.0, 0.3)
+        for s in range(3)
+    ]
+    out = plot_tradeoff(recs, tmp_path / "a" / "t.png", panel="missing", title="JV")
+    assert out.read_bytes()[:8] == PNG
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(recs))
+    assert plot_tradeoff(f, tmp_path / "b.png").read_bytes()[:8] == PNG
+
+
+def test_plot_tradeoff_needs_numbers():
+    from ndes.plot import plot_tradeoff
+
+    with pytest.raises(ValueError, match="x='train_s'"):
+        plot_tradeoff([{"accuracy": 0.9}], "unused.png", x="train_s")
