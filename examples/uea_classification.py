@@ -136,6 +136,7 @@ def run_one(a, missing, reg, seed, progress):
         steps=steps,
         regularizers=regs,
         nfe_budget=a.budget if reg == "error" else None,
+        budget_lr=a.budget_lr,
         progress=progress,
     )
     train_s = time.perf_counter() - t
@@ -153,7 +154,8 @@ def run_one(a, missing, reg, seed, progress):
         "regularizer": reg,
         "weight": weight if reg != "none" else 0.0,
         "budget": a.budget if reg != "none" else None,
-        "method": method_label(reg, weight, a.budget),
+        "budget_lr": a.budget_lr if reg != "none" and a.budget is not None else None,
+        "method": method_label(reg, weight, a.budget, a.budget_lr),
         "seed": seed,
         "steps": steps,
         "lr": a.lr,
@@ -175,11 +177,11 @@ def solver_name(a):
     return f"{name} + PID(rtol={a.rtol}, atol={a.rtol * 1e-2:g})"
 
 
-def method_label(reg, weight, budget):
+def method_label(reg, weight, budget, budget_lr=0.1):
     if reg == "none":
         return "vanilla"
     if budget is not None:
-        return f"error(budget {budget:g})"
+        return f"error(budget {budget:g}, from {weight:g}, lr {budget_lr:g})"
     return f"error({weight:g})"
 
 
@@ -215,6 +217,9 @@ def main(argv=None):
         default=None,
         help="instead of a fixed weight: ndes.BudgetWeight(target_nfe=BUDGET), starting at "
         "--weight (NFE per training solve, i.e. per joint batch)",
+    )
+    p.add_argument(
+        "--budget-lr", type=float, default=0.1, help="BudgetWeight's dual step size (lr)"
     )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=600)

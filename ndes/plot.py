@@ -258,7 +258,7 @@ def plot_tradeoff(
         )
     panels = sorted({r.get(panel) for r in recs}, key=str) if panel else [None]
     groups = list(dict.fromkeys(str(r.get(group, "run")) for r in recs))
-    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
+    fig = Figure(figsize=(4.6 * len(panels) + 2.6, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     colours = [f"C{i % 10}" for i in range(len(groups))]
@@ -291,7 +291,15 @@ def plot_tradeoff(
         if panel is not None:
             ax.set_title(f"{panel} = {pv}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    # One legend for all panels, outside them, so that it never hides a point.
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab.split(" (n=")[0], h)
+            labels.setdefault(lab.split(" (n=")[0], lab)
+    fig.legend(
+        list(handles.values()), list(labels.values()), loc="outside right upper", fontsize="small"
+    )
     if title:
         fig.suptitle(title)
     out = Path(path)

@@ -41,6 +41,6 @@ def test_uea_lsde_shark_with_budget(tmp_path, capsys):
         tmp_path, capsys, "--model", "lsde", "--reg", "error", "--budget", "50", "--rtol", "1e-2"
     )
     (r,) = records
-    assert r["method"] == "error(budget 50)" and r["solver"].startswith("ShARK")
+    assert r["method"] == "error(budget 50, from 0.01, lr 0.1)" and r["solver"].startswith("ShARK")
     assert r["nfe_per_prediction"] > 0
-    assert "error(budget 50)" in out
+    assert "error(budget 50" in out
