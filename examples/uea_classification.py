@@ -246,6 +246,11 @@ def main(argv=None):
     p.add_argument("--out", default="runs/uea")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.model == "lsde" and a.sde_solver == "euler" and a.reg != "none":
+        p.error(
+            "--sde-solver euler has no error estimate for ErrorEstimate (and fixed steps: its "
+            "NFE cannot change); use --reg none, or an adaptive --sde-solver shark|heun."
+        )
     regs = ["none", "error"] if a.reg == "both" else [a.reg]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

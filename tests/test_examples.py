@@ -44,3 +44,10 @@ def test_uea_lsde_shark_with_budget(tmp_path, capsys):
     assert r["method"] == "error(budget 50, from 0.01, lr 0.1)" and r["solver"].startswith("ShARK")
     assert r["nfe_per_prediction"] > 0
     assert "error(budget 50" in out
+
+
+def test_uea_refuses_error_estimate_with_fixed_step_euler(tmp_path, capsys):
+    uea = _load("uea_classification")
+    with pytest.raises(SystemExit):
+        uea.main(["--model", "lsde", "--sde-solver", "euler", "--out", str(tmp_path)])
+    assert "--sde-solver euler has no error estimate" in capsys.readouterr().err
