@@ -33,7 +33,9 @@ class BudgetWeight(eqx.Module):
 
     - `target_nfe`: the budget $N$, function evaluations per solve (> 0).
     - `lr`: the dual step size $\eta$ (>= 0). The update is relative to the target, so
-      `lr` is in units of weight per 100% budget overrun.
+      `lr` is in units of weight per 100% budget overrun. Keep it small next to the weights
+      at which the penalty bites: too large and the weight overshoots, collapsing the solve
+      (measured in `docs/training.md`; about a tenth of a known-good `init` worked).
     - `init`: the starting weight $w_0$ (>= 0).
     - `max_weight`: optional upper clip for the weight (`None`: no clip).
 
