@@ -136,7 +136,9 @@ _DATA: dict[str, dict[str, tuple]] = {
 
 SOLVERS = ("Tsit5", "Dopri5", "Dopri8", "Bosh3", "Heun", "Midpoint", "Ralston", "Euler")
 ACTIVATIONS = ("tanh", "softplus", "relu", "gelu", "silu")
-MODEL_TYPES = ("neural_ode", "neural_cde")
+MODEL_TYPES = ("neural_ode", "neural_cde", "stable_sde")
+SDE_SOLVERS = ("ShARK", "Heun", "Euler")
+STABLE_KINDS = ("lsde", "lnsde", "gsde")
 _MODEL_COMMON: dict[str, tuple] = {
     "width": (_int(), 32),
     "depth": (_int(0), 1),
@@ -151,11 +153,26 @@ _MODEL_COMMON: dict[str, tuple] = {
 _MODEL: dict[str, dict[str, tuple]] = {
     "neural_ode": {**_MODEL_COMMON, "hidden": (_int(), None)},
     "neural_cde": {**_MODEL_COMMON, "hidden": (_int(), 32)},
+    # Oh, Lee, Park 2024: ReLU drift MLP (no activation key); adaptive by default, with
+    # ShARK for the additive-noise Langevin-type model (docs/sde.md).
+    "stable_sde": {
+        "kind": (_choice(*STABLE_KINDS), "lsde"),
+        "hidden": (_int(), 32),
+        "width": (_int(), 64),
+        "depth": (_int(0), 2),
+        "solver": (_choice(*SDE_SOLVERS), "ShARK"),
+        "rtol": (_float(positive=True), 1e-2),
+        "atol": (_float(positive=True), 1e-4),
+        "num_steps": (_int(), None),
+        "max_steps": (_int(), 4096),
+        "batch_mode": (_choice("joint", "vmap"), "joint"),
+    },
 }
 # Which data each model supports.
 _SUPPORTED = {
     "neural_ode": ("digits", "spirals", "ornstein_uhlenbeck"),
     "neural_cde": ("uea",),
+    "stable_sde": ("uea",),
 }
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -274,7 +291,9 @@ def parse_config(raw: Mapping[str, Any], source: Path | None = None) -> TrainCon
             "config key 'model.hidden' applies only to classification (data.name = 'digits'); "
             "a regression neural ODE's state is the data's own."
         )
-    if model["solver"] == "Euler" and model["dt0"] is None:
+    if mtype == "stable_sde":
+        _check_stable_sde(model)
+    elif model["solver"] == "Euler" and model["dt0"] is None:
         raise ConfigError(
             "config key 'model.dt0' is required with model.solver = 'Euler' (no error "
             "estimate: a constant step size)."
@@ -297,12 +316,39 @@ def parse_config(raw: Mapping[str, Any], source: Path | None = None) -> TrainCon
                 "weight, or an NFE budget that adapts the weight (starting from weight)."
             )
         regs.append(spec)
+    if model["solver"] == "Euler":
+        for i, r in enumerate(regs):
+            if r["type"] in ("ErrorEstimate", "LocalErrorEstimate"):
+                raise ConfigError(
+                    f"config key 'regularizers[{i}].type' = {r['type']!r} needs a solver with "
+                    "an error estimate, and model.solver = 'Euler' has none; choose an "
+                    "adaptive solver (e.g. 'Tsit5', or 'ShARK' for a stable_sde) or another "
+                    "regularizer."
+                )
     if top["nfe_budget"] is not None and not any(r["target_nfe"] is None for r in regs):
         raise ConfigError(
             "config key 'nfe_budget' needs at least one regularizer with a numeric weight (the "
             "weight it adapts)."
         )
     return TrainConfig(top, data, model, optimizer, tuple(regs), source)
+
+
+def _check_stable_sde(model: Mapping[str, Any]) -> None:
+    if model["solver"] == "Euler" and model["num_steps"] is None:
+        raise ConfigError(
+            "config key 'model.num_steps' is required with model.solver = 'Euler' (fixed "
+            "steps on the Brownian grid; e.g. one per observation)."
+        )
+    if model["solver"] != "Euler" and model["num_steps"] is not None:
+        raise ConfigError(
+            f"config key 'model.num_steps' applies only to model.solver = 'Euler'; "
+            f"{model['solver']} is adaptive (set rtol/atol instead)."
+        )
+    if model["solver"] == "ShARK" and model["kind"] != "lsde":
+        raise ConfigError(
+            f"config key 'model.solver' = 'ShARK' needs additive noise (model.kind = 'lsde'); "
+            f"model.kind = {model['kind']!r} has state-dependent noise: use 'Heun' or 'Euler'."
+        )
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -364,6 +410,36 @@ def _solver_kwargs(m: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def _build_stable_sde(m: Mapping[str, Any], channels: int, num_classes: int, key):
+    import diffrax
+
+    from .models import NeuralGSDE, NeuralLNSDE, NeuralLSDE
+
+    cls = {"lsde": NeuralLSDE, "lnsde": NeuralLNSDE, "gsde": NeuralGSDE}[m["kind"]]
+    fixed = m["solver"] == "Euler"
+    sde = cls(
+        m["hidden"],
+        m["width"],
+        m["depth"],
+        key=key,
+        input_channels=channels,
+        out_size=num_classes,
+        solver=getattr(diffrax, m["solver"])(),
+        # Euler: the paper's Ito solver; Heun and ShARK converge to Stratonovich (for the
+        # additive-noise LSDE the two coincide).
+        sde_type="ito" if fixed else "stratonovich",
+        stepsize_controller=(
+            diffrax.ConstantStepSize()
+            if fixed
+            else diffrax.PIDController(rtol=m["rtol"], atol=m["atol"])
+        ),
+        num_steps=m["num_steps"],
+        max_steps=m["max_steps"],
+        batch_mode=m["batch_mode"],
+    )
+    return _sde_classifier()(sde)
+
+
 def _with_keys(regularizers, key):
     """Give regularizers that sample (a `key` field) a fresh key per step."""
     import jax
@@ -380,6 +456,7 @@ class ClassifierLoss:
     """Cross-entropy of `model(x) -> (logits, ModelOutput)`; logs the accuracy (%)."""
 
     def __call__(self, model, batch, *, key, regularizers, train_step):
+        import jax
         import jax.numpy as jnp
         import optax
 
@@ -387,7 +464,10 @@ class ClassifierLoss:
 
         *inputs, y = batch
         regs = _with_keys(regularizers, key)
-        logits, out = model(*inputs, regularizers=regs, train_step=train_step)
+        # The Brownian key: a fold-in index no regularizer uses (they take 0, 1, ...).
+        needs_key = getattr(model, "needs_key", False)
+        kw = {"key": jax.random.fold_in(key, 0x7FFFFFFF)} if needs_key else {}
+        logits, out = model(*inputs, regularizers=regs, train_step=train_step, **kw)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         aux = solution_aux(out)
         aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y) * 100.0
@@ -425,6 +505,32 @@ def _cde_classifier():
             return out.ys, out
 
     return CDEClassifier
+
+
+def _sde_classifier():
+    from typing import ClassVar
+
+    import diffrax
+    import equinox as eqx
+    import jax
+
+    from .models import AbstractStableSDE
+
+    class StableSDEClassifier(eqx.Module):
+        """A stable SDE driven by the cubic path of `(times, coeffs)` (all series share the
+        padded time grid); returns `(logits, ModelOutput)`. Needs a Brownian `key`."""
+
+        sde: AbstractStableSDE
+        needs_key: ClassVar[bool] = True
+
+        def __call__(self, times, coeffs, t1, *, key, regularizers=(), train_step=None):
+            del t1  # the control is constant after a series' last observation
+            ts = times[0]
+            path = jax.vmap(lambda c: diffrax.CubicInterpolation(ts, c))(coeffs)
+            out = self.sde(ts, path, key=key, regularizers=regularizers, train_step=train_step)
+            return out.ys, out
+
+    return StableSDEClassifier
 
 
 def _regularizer(spec: Mapping[str, Any], index: int):
@@ -480,8 +586,8 @@ def build_job(cfg: TrainConfig) -> Job:
     d, m = cfg.data, cfg.model
     key = jax.random.key(cfg.seed)
     k_data, k_model = jax.random.split(key)
-    act = _activation(m["activation"])
-    solver_kw = _solver_kwargs(m)
+    act = _activation(m["activation"]) if "activation" in m else None
+    solver_kw = _solver_kwargs(m) if m["type"] != "stable_sde" else {}
     regs = tuple(_regularizer(r, i) for i, r in enumerate(cfg.regularizers))
 
     if d["name"] == "digits":
@@ -556,6 +662,17 @@ def build_job(cfg: TrainConfig) -> Job:
 
         *data, channels = prep(ds.train)
         *eval_data, _ = prep(ds.test)
+        if m["type"] == "stable_sde":
+            model = _build_stable_sde(m, channels, ds.num_classes, k_model)
+            data, eval_data = tuple(data), tuple(eval_data)
+            desc = (
+                f"UEA {d['dataset']} ({len(data[0])} train / {len(eval_data[0])} test, "
+                f"{ds.num_classes} classes, missing {d['missing']:.0%}), stable neural SDE "
+                f"({m['kind']}) hidden {m['hidden']} (drift width {m['width']}, depth "
+                f"{m['depth']}), {m['solver']}"
+            )
+            job_opt = _optimizer(cfg.optimizer, cfg.steps)
+            return Job(model, data, eval_data, ClassifierLoss(), job_opt, regs, desc)
         if m["dt0"] is not None:  # dt0 in normalised time
             solver_kw["dt0"] = m["dt0"]
         cde = NeuralCDE(

@@ -142,6 +142,29 @@ def _with(**changes):
             r"'data.name' = 'digits' is not supported with "
             r"model.type = 'neural_cde'",
         ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "solver": "Euler"}),
+            r"config key 'model.num_steps' is required with model.solver = 'Euler'",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "num_steps": 8}),
+            r"'model.num_steps' applies only to model.solver = 'Euler'; ShARK is adaptive",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "kind": "gsde"}),
+            r"'ShARK' needs additive noise \(model.kind = 'lsde'\)",
+        ),
+        (
+            _with(
+                data={"name": "uea"},
+                model={"type": "stable_sde", "solver": "Euler", "num_steps": 8},
+            ),
+            r"'regularizers\[0\].type' = 'ErrorEstimate' needs a solver with an error estimate",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "activation": "tanh"}),
+            r"config key 'model.activation' is unknown",
+        ),
     ],
 )
 def test_config_validation_names_the_key(raw, match):
@@ -164,6 +187,61 @@ def test_config_defaults_and_example_configs():
     assert len(examples) >= 2
     for path in examples:
         load_config(path)  # every shipped example is valid
+
+
+_ERR = [{"type": "ErrorEstimate", "weight": 0.01, "rtol": 1e-2, "atol": 1e-4}]
+
+
+@pytest.mark.parametrize(
+    "model, regs",
+    [
+        ({"type": "stable_sde", "width": 8, "hidden": 4, "depth": 1}, _ERR),
+        (
+            {
+                "type": "stable_sde",
+                "width": 8,
+                "hidden": 4,
+                "depth": 1,
+                "kind": "lnsde",
+                "solver": "Euler",
+                "num_steps": 8,
+            },
+            [],
+        ),
+    ],
+    ids=["lsde-shark", "lnsde-euler"],
+)
+def test_stable_sde_job_trains_a_step_on_uea(model, regs):
+    import jax
+    import numpy as np
+
+    import ndes
+    from ndes._config import build_job
+
+    raw = {
+        "steps": 1,
+        "batch_size": 8,
+        "data": {"name": "uea", "dataset": "JapaneseVowels", "missing": 0.3},
+        "model": model,
+        "regularizers": regs,
+    }
+    job = build_job(parse_config(raw))
+    assert "stable neural SDE" in job.description
+    res = ndes.fit(
+        job.model,
+        job.data,
+        job.loss_fn,
+        job.optimizer,
+        key=jax.random.key(0),
+        batch_size=8,
+        steps=1,
+        regularizers=job.regularizers,
+        progress=False,
+    )
+    (rec,) = res.history
+    assert np.isfinite(rec["loss"]) and rec["num_fevals"] > 0
+    if regs:
+        assert rec["penalty_terms"]["ErrorEstimate"] > 0
 
 
 def test_train_bad_config_exits_2_with_one_line(tmp_path, capsys):
