@@ -245,14 +245,16 @@ def test_scale_gradient_choice():
     assert abs(d_diff) < 1e-3 * abs(d_const)
 
 
-@pytest.mark.parametrize("solver", [diffrax.Heun(), diffrax.ShARK()], ids=["Heun", "ShARK"])
+@pytest.mark.parametrize(
+    "solver", [diffrax.Heun(), diffrax.ShARK(), diffrax.SPaRK()], ids=["Heun", "ShARK", "SPaRK"]
+)
 def test_error_estimate_on_adaptive_sde(getkey, solver):
-    # ShARK is not a diffrax.AbstractAdaptiveSolver but, for additive noise, returns an
-    # embedded error estimate that the controller (and so ErrorEstimate) uses.
+    # ShARK and SPaRK are not diffrax.AbstractAdaptiveSolver but return an embedded error
+    # estimate that the controller (and so ErrorEstimate) uses.
     key = getkey()
     field = MLPField(2, 8, getkey())
-    shark = isinstance(solver, diffrax.ShARK)
-    levy = diffrax.SpaceTimeLevyArea if shark else diffrax.BrownianIncrement
+    srk = isinstance(solver, diffrax.AbstractSRK)
+    levy = diffrax.SpaceTimeLevyArea if srk else diffrax.BrownianIncrement
 
     def pen(f):
         bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(2,), key=key, levy_area=levy)

@@ -92,8 +92,9 @@ __all__ = ["ErrorEstimate"]
 
 def returns_error_estimate(solver) -> bool:
     """Whether `solver.step` returns a local error estimate: embedded (adaptive) methods,
-    `HalfSolver`, and stochastic Runge--Kutta methods with an error tableau (the
-    additive-noise ones, e.g. `diffrax.ShARK`, `diffrax.SRA1`)."""
+    `HalfSolver`, and stochastic Runge--Kutta methods with an error tableau (`diffrax.ShARK`
+    and `diffrax.SRA1` for additive noise, whose estimate sees the drift stages only;
+    `diffrax.SPaRK` for general noise)."""
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
         return True
     return isinstance(solver, diffrax.AbstractSRK) and solver.tableau.b_error is not None
