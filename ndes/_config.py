@@ -662,35 +662,32 @@ def build_job(cfg: TrainConfig) -> Job:
 
         *data, channels = prep(ds.train)
         *eval_data, _ = prep(ds.test)
-        if m["type"] == "stable_sde":
-            model = _build_stable_sde(m, channels, ds.num_classes, k_model)
-            data, eval_data = tuple(data), tuple(eval_data)
-            desc = (
-                f"UEA {d['dataset']} ({len(data[0])} train / {len(eval_data[0])} test, "
-                f"{ds.num_classes} classes, missing {d['missing']:.0%}), stable neural SDE "
-                f"({m['kind']}) hidden {m['hidden']} (drift width {m['width']}, depth "
-                f"{m['depth']}), {m['solver']}"
-            )
-            job_opt = _optimizer(cfg.optimizer, cfg.steps)
-            return Job(model, data, eval_data, ClassifierLoss(), job_opt, regs, desc)
-        if m["dt0"] is not None:  # dt0 in normalised time
-            solver_kw["dt0"] = m["dt0"]
-        cde = NeuralCDE(
-            channels,
-            m["hidden"],
-            ds.num_classes,
-            m["width"],
-            m["depth"],
-            key=k_model,
-            activation=act,
-            **solver_kw,
-        )
-        model = _cde_classifier()(cde)
         data, eval_data = tuple(data), tuple(eval_data)
         loss = ClassifierLoss()
         desc = (
             f"UEA {d['dataset']} ({len(data[0])} train / {len(eval_data[0])} test, "
-            f"{ds.num_classes} classes, missing {d['missing']:.0%}), neural CDE hidden "
-            f"{m['hidden']} (field width {m['width']}, depth {m['depth']})"
+            f"{ds.num_classes} classes, missing {d['missing']:.0%}), "
         )
+        if m["type"] == "stable_sde":
+            model = _build_stable_sde(m, channels, ds.num_classes, k_model)
+            desc += (
+                f"stable neural SDE ({m['kind']}) hidden {m['hidden']} (drift width "
+                f"{m['width']}, depth {m['depth']}), {m['solver']}"
+            )
+        else:
+            # solver_kw carries model.dt0 (in normalised time) when one is given.
+            cde = NeuralCDE(
+                channels,
+                m["hidden"],
+                ds.num_classes,
+                m["width"],
+                m["depth"],
+                key=k_model,
+                activation=act,
+                **solver_kw,
+            )
+            model = _cde_classifier()(cde)
+            desc += (
+                f"neural CDE hidden {m['hidden']} (field width {m['width']}, depth {m['depth']})"
+            )
     return Job(model, data, eval_data, loss, _optimizer(cfg.optimizer, cfg.steps), regs, desc)

@@ -292,14 +292,12 @@ def plot_tradeoff(
             ax.set_title(f"{panel} = {pv}")
         ax.grid(alpha=0.3)
     # One legend for all panels, outside them, so that it never hides a point.
-    handles, labels = {}, {}
+    entries: dict[str, tuple] = {}  # group -> (handle, label) from the first panel holding it
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab.split(" (n=")[0], h)
-            labels.setdefault(lab.split(" (n=")[0], lab)
-    fig.legend(
-        list(handles.values()), list(labels.values()), loc="outside right upper", fontsize="small"
-    )
+            entries.setdefault(lab.split(" (n=")[0], (h, lab))
+    handles, labels = zip(*entries.values(), strict=True)
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     if title:
         fig.suptitle(title)
     out = Path(path)

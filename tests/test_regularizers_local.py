@@ -183,8 +183,8 @@ def test_fd_gradient(getkey, which, sampling):
     else:
         reg = ndes.LocalStiffnessEstimate(1.0, sampling=sampling, key=key)
 
-    def f(p):
-        sol = ndes.diffeqsolve(
+    def solve(p):
+        return ndes.diffeqsolve(
             diffrax.ODETerm(build(p)),
             diffrax.Tsit5(),
             0.0,
@@ -194,20 +194,13 @@ def test_fd_gradient(getkey, which, sampling):
             stepsize_controller=diffrax.ConstantStepSize(),
             regularizers=(reg,),
         )
-        return sol.penalty
+
+    def f(p):
+        return solve(p).penalty
 
     # The sample (t_s, y(t_s), h) is a constant of the gradient, so the finite differences
     # are taken of one step from the recorded sample, held fixed.
-    sol = ndes.diffeqsolve(
-        diffrax.ODETerm(build(flat)),
-        diffrax.Tsit5(),
-        0.0,
-        1.0,
-        0.25,
-        y0,
-        stepsize_controller=diffrax.ConstantStepSize(),
-        regularizers=(reg,),
-    )
+    sol = solve(flat)
     t_s, h = float(sol.stats["local_sample_time"]), float(sol.stats["local_step_size"])
     ref = diffrax.diffeqsolve(
         diffrax.ODETerm(build(flat)),
