@@ -2,6 +2,7 @@
 weight, checkpoints, metrics and sharding helpers. See docs/training.md."""
 
 from ._aux import solution_aux as solution_aux
+from ._budget import BudgetState as BudgetState
 from ._budget import BudgetWeight as BudgetWeight
 from ._checkpoint import CheckpointError as CheckpointError
 from ._checkpoint import latest_checkpoint as latest_checkpoint
@@ -22,6 +23,7 @@ __all__ = [
     "fit",
     "FitResult",
     "BudgetWeight",
+    "BudgetState",
     "solution_aux",
     "TrainState",
     "init_state",

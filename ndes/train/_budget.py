@@ -2,96 +2,244 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
-__all__ = ["BudgetWeight", "find_budget_weights", "substitute_budget_weights", "with_nfe_budget"]
+__all__ = [
+    "BudgetState",
+    "BudgetWeight",
+    "find_budget_weights",
+    "substitute_budget_weights",
+    "with_nfe_budget",
+]
+
+_TINY = 1e-12
+
+
+class BudgetState(eqx.Module):
+    """The adapted state of one `BudgetWeight` (all scalar arrays; a pytree, checkpointed).
+
+    - `weight`: the weight to use at the next step (0 during the warm-up).
+    - `reference_nfe`: the NFE measured during the warm-up without the penalty (the mean
+      over its second half); what a relative `target` is a fraction of.
+    - `step`: how many updates have been made.
+    """
+
+    weight: Float[Array, ""]
+    reference_nfe: Float[Array, ""]
+    step: Int[Array, ""]
 
 
 class BudgetWeight(eqx.Module):
-    r"""A regularizer weight adapted by dual ascent so that a solve costs `target_nfe`.
+    r"""A regularizer weight adapted so that a solve costs a stated budget.
 
-    Use it in place of a number as the `weight` of any ndes regularizer passed to
-    `ndes.fit`, e.g. `ndes.ErrorEstimate(weight=ndes.BudgetWeight(target_nfe=60))`.
-    `ndes.fit` keeps the current weight $w$ as an array in its training state (so changing
-    it never recompiles), hands the regularizer that array, and after every step updates
+    The user states the cost, not a weight: `target=0.5` asks for half the function
+    evaluations (NFE) the model takes without the penalty; `target_nfe=60` for an absolute
+    NFE per solve. Training finds the weight. Use it in place of a number as any ndes
+    regularizer's `weight` under `ndes.fit`
+    (`ndes.ErrorEstimate(weight=ndes.BudgetWeight(target=0.5))`), or drive it by hand in
+    your own loop with the optax-style pair `init()` / `update(state, nfe, ...)`.
 
-    $$w \leftarrow \max\Big(0,\; w + \eta\,\frac{\mathrm{NFE} - N}{N}\Big)$$
+    **The rule.** Three phases, all inside one jitted step (no recompiles):
 
-    where NFE is the number of vector-field evaluations per solve that the loss reported
-    for that step (`aux["num_fevals"]`, averaged) and $N$ is `target_nfe`. This is
-    projected (sub)gradient ascent on the Lagrange multiplier of the constraint
-    $\mathbb{E}[\mathrm{NFE}] \le N$: the weight grows while solves are too expensive
-    and shrinks (down to zero) once they are cheaper than the budget.
+    1. *Warm-up* (`warmup` steps): the weight is 0, so training is unregularized; the mean
+       NFE of the warm-up's second half is the *reference* $N_0$ (the relative target is
+       $N = \text{target}\cdot N_0$).
+    2. *Start*: at the end of the warm-up the weight starts at `init`, or, when `init` is
+       `None` (default), at $w_0 = \rho\,|\mathcal{L}| / R$ with $\rho$ = `init_ratio`,
+       $\mathcal{L}$ the task loss and $R$ the regularizer's unweighted value at that step:
+       the penalty then starts as a fixed fraction $\rho$ of the loss, whatever the units
+       of either. This is what makes one default work across problems.
+    3. *Adapt*: after every step,
+       $$\log w \leftarrow \log w + \eta\,\operatorname{clip}\!\big(\log(\mathrm{NFE}/N),
+       -1, 1\big),$$
+       a multiplicative (log-space) dual ascent on the constraint
+       $\mathbb{E}[\mathrm{NFE}] \le N$: the weight grows by a factor $e^{\eta}$ at most
+       per step while solves are too expensive and shrinks by the same factor while they
+       are cheaper than the budget. The step is scale-free: it depends on the *ratio*
+       NFE/N, never on the loss's or the penalty's units, so $\eta$ (`lr`) needs no tuning
+       per problem.
+
+    NFE is the number of vector-field evaluations per solve that the loss reports for the
+    step (`aux["num_fevals"]`, averaged over a `vmap`ped batch). The reference is measured
+    early in training: a model whose unregularized cost keeps growing afterwards is held
+    to a fraction of its *early* cost (stricter than of its final one); `docs/training.md`
+    shows both on the generalization suite.
 
     **Arguments:**
 
-    - `target_nfe`: the budget $N$, function evaluations per solve (> 0).
-    - `lr`: the dual step size $\eta$ (>= 0). The update is relative to the target, so
-      `lr` is in units of weight per 100% budget overrun. Keep it small next to the weights
-      at which the penalty bites: too large and the weight overshoots, collapsing the solve
-      (measured in `docs/training.md`; about a tenth of a known-good `init` worked).
-    - `init`: the starting weight $w_0$ (>= 0).
-    - `max_weight`: optional upper clip for the weight (`None`: no clip).
+    - `target`: the budget as a fraction of the warm-up NFE, in (0, 1] (e.g. 0.5). Give
+      exactly one of `target` and `target_nfe`.
+    - `target_nfe`: the budget as an absolute NFE per solve (> 0).
+    - `lr`: $\eta$, the largest change of $\log w$ per step (> 0; default 0.05: a factor
+      of about 2 in 14 steps).
+    - `warmup`: unregularized steps before the weight starts (>= 1 with `target`, whose
+      reference they measure). Default: 50 with `target`; with `target_nfe`, 0 when
+      `init` is given (start there), else 1.
+    - `init`: the starting weight (> 0), or `None` to start at `init_ratio` of the loss.
+    - `init_ratio`: $\rho$ (> 0).
+    - `max_weight`: optional upper clip of the weight.
 
-    Outside `ndes.fit` a `BudgetWeight` has no value: calling it (as a schedule would be
-    called by `ndes.diffeqsolve`) raises a `ValueError`.
+    **Reference:** the constrained-optimisation view of a cost budget follows Platt & Barr,
+    "Constrained differential optimization", NeurIPS 1987 (gradient ascent on the
+    multiplier); the log-space step is the multiplicative-weights form of that ascent.
     """
 
-    target_nfe: float = eqx.field(static=True)
-    lr: float = eqx.field(static=True, default=0.1)
-    init: float = eqx.field(static=True, default=0.0)
+    target: float | None = eqx.field(static=True, default=None)
+    target_nfe: float | None = eqx.field(static=True, default=None)
+    lr: float = eqx.field(static=True, default=0.05)
+    warmup: int | None = eqx.field(static=True, default=None)
+    init: float | None = eqx.field(static=True, default=None)
+    init_ratio: float = eqx.field(static=True, default=0.1)
     max_weight: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if not (isinstance(self.target_nfe, (int, float)) and self.target_nfe > 0):
+        def number(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+
+        if (self.target is None) == (self.target_nfe is None):
+            raise ValueError(
+                "BudgetWeight needs exactly one of target= (a fraction of the unregularized "
+                "NFE, e.g. 0.5) or target_nfe= (an absolute NFE per solve); got "
+                f"target={self.target!r}, target_nfe={self.target_nfe!r}."
+            )
+        if self.target is not None and not (number(self.target) and 0 < self.target <= 1):
+            raise ValueError(
+                f"BudgetWeight(target={self.target!r}) must be a fraction in (0, 1]: the share "
+                "of the unregularized cost you are willing to pay (e.g. 0.5)."
+            )
+        if self.target_nfe is not None and not (number(self.target_nfe) and self.target_nfe > 0):
             raise ValueError(
                 f"BudgetWeight(target_nfe={self.target_nfe!r}) must be a positive number: the "
                 "function evaluations per solve you are willing to pay."
             )
-        if not (isinstance(self.lr, (int, float)) and self.lr >= 0):
-            raise ValueError(f"BudgetWeight(lr={self.lr!r}) must be a non-negative number.")
-        if not (isinstance(self.init, (int, float)) and self.init >= 0):
-            raise ValueError(f"BudgetWeight(init={self.init!r}) must be a non-negative number.")
-        if self.max_weight is not None and not self.max_weight >= self.init:
+        if not (number(self.lr) and self.lr > 0):
+            raise ValueError(f"BudgetWeight(lr={self.lr!r}) must be a positive number.")
+        min_warmup = 1 if (self.target is not None or self.init is None) else 0
+        if self.warmup is not None and not (
+            isinstance(self.warmup, int) and self.warmup >= min_warmup
+        ):
+            why = (
+                "a relative target measures its reference NFE during the warm-up"
+                if self.target is not None
+                else "init=None sets the starting weight from the loss after the warm-up"
+            )
             raise ValueError(
-                f"BudgetWeight(max_weight={self.max_weight!r}) must be >= init={self.init!r}."
+                f"BudgetWeight(warmup={self.warmup!r}) must be an int >= {min_warmup}"
+                + (f" ({why})." if min_warmup else ".")
+            )
+        if self.init is not None and not (number(self.init) and self.init > 0):
+            raise ValueError(
+                f"BudgetWeight(init={self.init!r}) must be a positive number, or None to start "
+                "at init_ratio times the loss."
+            )
+        if not (number(self.init_ratio) and self.init_ratio > 0):
+            raise ValueError(
+                f"BudgetWeight(init_ratio={self.init_ratio!r}) must be a positive number."
+            )
+        if self.max_weight is not None and not (
+            number(self.max_weight) and self.max_weight >= (self.init or 0.0)
+        ):
+            raise ValueError(
+                f"BudgetWeight(max_weight={self.max_weight!r}) must be a number >= "
+                f"init={self.init!r}."
             )
 
-    def initial(self, dtype=None) -> Float[Array, ""]:
-        """The starting weight as a scalar array."""
-        return jnp.asarray(self.init, dtype=dtype)
+    @property
+    def warmup_steps(self) -> int:
+        """`warmup`, or its default: 50 steps for a relative target, none for an absolute
+        target with an `init` (start there at once), 1 otherwise (one step measures the
+        loss and the penalty that set the starting weight)."""
+        if self.warmup is not None:
+            return self.warmup
+        if self.target is not None:
+            return 50
+        return 0 if self.init is not None else 1
 
-    def update(self, weight: Float[ArrayLike, ""], nfe: Float[ArrayLike, ""]) -> Float[Array, ""]:
-        """One dual-ascent step (see the class docstring); pure and jit-safe.
+    def init_state(self, dtype=None) -> BudgetState:
+        """The state before the first step (weight 0 during the warm-up, else `init`)."""
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        w0 = self.init if self.warmup_steps == 0 else 0.0
+        return BudgetState(
+            weight=jnp.asarray(w0, dtype),
+            reference_nfe=jnp.zeros((), dtype),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def budget(self, state: BudgetState) -> Float[Array, ""]:
+        """The target NFE $N$ in force (the relative target times the reference)."""
+        if self.target_nfe is not None:
+            return jnp.asarray(self.target_nfe, state.weight.dtype)
+        return self.target * state.reference_nfe
+
+    def update(
+        self,
+        state: BudgetState,
+        nfe: Float[ArrayLike, ""],
+        loss: Float[ArrayLike, ""] | None = None,
+        value: Float[ArrayLike, ""] | None = None,
+    ) -> BudgetState:
+        """One step of the rule (see the class docstring); pure and jit-safe.
 
         **Arguments:**
 
-        - `weight`: the current weight.
-        - `nfe`: the measured function evaluations per solve at this weight.
+        - `state`: the current `BudgetState`.
+        - `nfe`: the function evaluations per solve measured at this step.
+        - `loss`, `value`: the task loss and the regularizer's unweighted value
+          (`sol.penalty_terms[name]`) at this step; needed only when `init` is `None`
+          (they set the starting weight at the end of the warm-up).
 
-        **Returns:** the new weight, `max(0, weight + lr * (nfe - target_nfe) / target_nfe)`
-        (clipped to `max_weight` when given). The gradient is stopped: the weight is a
-        dual variable, not a parameter.
+        **Returns:** the next `BudgetState`. Gradients are stopped: the weight is a dual
+        variable, not a parameter.
         """
-        weight = jnp.asarray(weight)
-        nfe = jax.lax.stop_gradient(jnp.asarray(nfe, weight.dtype))
-        new = weight + self.lr * (nfe - self.target_nfe) / self.target_nfe
-        new = jnp.maximum(new, 0.0)
+        sg = jax.lax.stop_gradient
+        dtype = state.weight.dtype
+        nfe = sg(jnp.asarray(nfe, dtype))
+        k = state.step
+        # Reference: running mean of the NFE over the warm-up's second half.
+        lo = self.warmup_steps // 2
+        in_ref = (k >= lo) & (k < self.warmup_steps)
+        n_seen = (k - lo + 1).astype(dtype)
+        ref = jnp.where(
+            in_ref, state.reference_nfe + (nfe - state.reference_nfe) / n_seen, state.reference_nfe
+        )
+        # Start value at the end of the warm-up.
+        if self.init is not None:
+            w_start = jnp.asarray(self.init, dtype)
+        else:
+            if loss is None or value is None:
+                raise ValueError(
+                    "BudgetWeight(init=None).update needs loss= and value= (the task loss and "
+                    "the regularizer's unweighted value) to set the starting weight; pass them, "
+                    "or give BudgetWeight an explicit init=."
+                )
+            loss = sg(jnp.abs(jnp.asarray(loss, dtype)))
+            value = sg(jnp.asarray(value, dtype))
+            w_start = self.init_ratio * loss / jnp.maximum(value, _TINY)
+        # Adapt: multiplicative step on the ratio to the budget.
+        budget = self.target_nfe if self.target_nfe is not None else self.target * ref
+        ratio = jnp.log(jnp.maximum(nfe, _TINY) / jnp.maximum(budget, _TINY))
+        log_w = jnp.log(jnp.maximum(state.weight, _TINY)) + self.lr * jnp.clip(ratio, -1.0, 1.0)
+        adapted = jnp.exp(log_w)
+        warmup = self.warmup_steps
+        weight = jnp.where(k + 1 < warmup, 0.0, jnp.where(k + 1 == warmup, w_start, adapted))
+        weight = jnp.where(jnp.isfinite(weight), weight, state.weight)
         if self.max_weight is not None:
-            new = jnp.minimum(new, self.max_weight)
-        return new.astype(weight.dtype)
+            weight = jnp.minimum(weight, self.max_weight)
+        return BudgetState(weight=weight.astype(dtype), reference_nfe=ref, step=k + 1)
 
     def __call__(self, train_step):
         raise ValueError(
-            "A BudgetWeight gets its value from ndes.fit (it is adapted in the training state); "
-            "pass the regularizer to ndes.fit(..., regularizers=...), or use a number or an "
-            "optax schedule as the weight when calling ndes.diffeqsolve directly."
+            "A BudgetWeight gets its value from its BudgetState: under ndes.fit pass the "
+            "regularizer to fit(..., regularizers=...); in your own loop use "
+            "regularizer with weight=budget_state.weight and call BudgetWeight.update after "
+            "each step (see docs/training.md)."
         )
 
 
@@ -99,7 +247,7 @@ def _is_bw(x) -> bool:
     return isinstance(x, BudgetWeight)
 
 
-def _reg_name(reg, i: int) -> str:
+def _reg_name(reg) -> str:
     name = getattr(reg, "name", None)
     return name if isinstance(name, str) else f"{type(reg).__name__}"
 
@@ -112,10 +260,10 @@ def find_budget_weights(regularizers: Sequence[Any]) -> tuple[tuple[str, BudgetW
     """
     found: list[tuple[str, BudgetWeight]] = []
     seen: dict[str, int] = {}
-    for i, reg in enumerate(regularizers):
+    for reg in regularizers:
         leaves = [x for x in jax.tree_util.tree_leaves(reg, is_leaf=_is_bw) if _is_bw(x)]
         for bw in leaves:
-            base = _reg_name(reg, i)
+            base = _reg_name(reg)
             k = seen.get(base, 0)
             seen[base] = k + 1
             found.append((base if k == 0 else f"{base}_{k}", bw))
@@ -131,13 +279,16 @@ def substitute_budget_weights(regularizers: Sequence[Any], weights: Sequence[Arr
     return out
 
 
-def with_nfe_budget(regularizers: Sequence[Any], target_nfe: float, lr: float) -> tuple:
-    """`fit(..., nfe_budget=N)`: turn every numeric regularizer weight into a `BudgetWeight`
-    starting from that number."""
+def with_nfe_budget(
+    regularizers: Sequence[Any], budget: BudgetWeight, keep_init: bool = False
+) -> tuple:
+    """`fit(..., budget=BudgetWeight(...))`: use that budget for every numeric regularizer
+    weight (a regularizer that already has its own `BudgetWeight` keeps it). With
+    `keep_init`, a positive numeric weight becomes the budget's `init`."""
     if not regularizers:
         raise ValueError(
-            "fit(nfe_budget=...) adapts regularizer weights, but `regularizers` is empty: pass "
-            "e.g. regularizers=(ndes.ErrorEstimate(weight=1e-2),)."
+            "fit(budget=... / nfe_budget=...) adapts regularizer weights, but `regularizers` is "
+            "empty: pass e.g. regularizers=(ndes.ErrorEstimate(),)."
         )
     out = []
     for reg in regularizers:
@@ -147,11 +298,11 @@ def with_nfe_budget(regularizers: Sequence[Any], target_nfe: float, lr: float) -
             continue
         if callable(w) or w is None:
             raise ValueError(
-                f"fit(nfe_budget=...) cannot adapt {type(reg).__name__}.weight={w!r}: it must be "
-                "a number (the initial weight). Use a number, or give that regularizer its own "
-                "ndes.BudgetWeight."
+                f"fit(budget=...) cannot adapt {type(reg).__name__}.weight={w!r}: it must be "
+                "a number. Use a number, or give that regularizer its own ndes.BudgetWeight."
             )
-        out.append(
-            eqx.tree_at(lambda r: r.weight, reg, BudgetWeight(target_nfe, lr=lr, init=float(w)))
-        )
+        bw = budget
+        if keep_init and float(w) > 0:
+            bw = dataclasses.replace(budget, init=float(w))
+        out.append(eqx.tree_at(lambda r: r.weight, reg, bw))
     return tuple(out)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ._aux import check_aux, reduce_aux
 from ._budget import (
+    BudgetWeight,
     find_budget_weights,
     substitute_budget_weights,
     with_nfe_budget,
@@ -119,6 +120,12 @@ def _epoch_permutation(data_key: np.ndarray, impl: str, epoch: int, n: int, shuf
     return np.asarray(jax.random.permutation(k, n))
 
 
+def _base(name: str) -> str:
+    """`ErrorEstimate_1` -> `ErrorEstimate` (repeated regularizers share a penalty term)."""
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name
+
+
 def _host(tree) -> Any:
     return jax.tree_util.tree_map(lambda x: float(x), jax.device_get(tree))
 
@@ -147,8 +154,9 @@ def fit(
     steps: int | None = None,
     epochs: int | None = None,
     regularizers: Sequence[Any] = (),
+    budget: Any = None,
     nfe_budget: float | None = None,
-    budget_lr: float = 0.1,
+    budget_lr: float = 0.05,
     eval_data: PyTree[ArrayLike] | None = None,
     eval_fn: Callable[..., dict[str, Any]] | None = None,
     eval_every: int | None = None,
@@ -207,8 +215,12 @@ def fit(
       (num_examples // batch_size)` steps).
     - `regularizers`: ndes regularizers handed to `loss_fn`. A regularizer's weight may be
       a number, an optax schedule, or a `BudgetWeight`.
-    - `nfe_budget`, `budget_lr`: shorthand that turns every numeric regularizer weight
-      into `BudgetWeight(target_nfe=nfe_budget, lr=budget_lr, init=weight)`.
+    - `budget`: an `ndes.BudgetWeight` (e.g. `ndes.BudgetWeight(target=0.5)`) used as the
+      weight of every regularizer with a numeric weight: the cost budget that finds the
+      weight (see `ndes.BudgetWeight`).
+    - `nfe_budget`, `budget_lr`: shorthand for
+      `budget=BudgetWeight(target_nfe=nfe_budget, lr=budget_lr)`, each regularizer starting
+      from its own numeric weight when that is positive.
     - `eval_data`: optional held-out data (same layout as `data`). Evaluation runs the
       model *without regularizers* in batches of `eval_batch_size` (default `batch_size`)
       and logs `eval_<name>` for every metric, in particular `eval_loss` and
@@ -271,8 +283,19 @@ def fit(
         regularizers = tuple(regularizers)
     else:
         regularizers = (regularizers,)
-    if nfe_budget is not None:
-        regularizers = with_nfe_budget(regularizers, nfe_budget, budget_lr)
+    if budget is not None and nfe_budget is not None:
+        raise ValueError("fit takes budget= or nfe_budget=, not both.")
+    if budget is not None:
+        if not isinstance(budget, BudgetWeight):
+            raise ValueError(
+                f"fit(budget={budget!r}) must be an ndes.BudgetWeight, e.g. "
+                "ndes.BudgetWeight(target=0.5) for half the unregularized cost."
+            )
+        regularizers = with_nfe_budget(regularizers, budget)
+    elif nfe_budget is not None:
+        regularizers = with_nfe_budget(
+            regularizers, BudgetWeight(target_nfe=nfe_budget, lr=budget_lr), keep_init=True
+        )
     budgets = find_budget_weights(regularizers)
     budget_names = tuple(n for n, _ in budgets)
 
@@ -286,6 +309,13 @@ def fit(
     total = int(steps if steps is not None else epochs * steps_per_epoch)
     if total < 0:
         raise ValueError(f"fit(steps/epochs) must be non-negative; got {total} steps.")
+    for nm, bw in budgets:
+        if total > 0 and bw.warmup_steps >= total:
+            raise ValueError(
+                f"the BudgetWeight of {nm} has warmup={bw.warmup_steps} unregularized steps, but "
+                f"training has only {total}: use BudgetWeight(warmup=...) below {total} "
+                "(about a quarter of the steps)."
+            )
     if mesh is None:
         mesh = data_parallel_mesh(axis_name=data_axis)
     check_divisible(batch_size, mesh, data_axis)
@@ -306,14 +336,14 @@ def fit(
     eval_bs = min(eval_batch_size or batch_size, n_eval) if host_eval is not None else 0
 
     # ---- state: fresh or resumed ------------------------------------------------------
-    state = init_state(model, optimizer, key, tuple(bw.initial() for _, bw in budgets))
+    state = init_state(model, optimizer, key, tuple(bw.init_state() for _, bw in budgets))
     config_hash = _config_hash(
         batch_size=int(batch_size),
         shuffle=shuffle,
         num_examples=n,
         data=array_signature(host_data),
         regularizers=[type(r).__name__ for r in regularizers],
-        budgets=[(nm, bw.target_nfe, bw.lr, bw.init) for nm, bw in budgets],
+        budgets=[(nm, repr(bw)) for nm, bw in budgets],
         loss_fn=getattr(loss_fn, "__qualname__", repr(type(loss_fn))),
     )
     start, elapsed0, ckpt_path = 0, 0.0, None
@@ -351,7 +381,7 @@ def fit(
     @eqx.filter_jit
     def train_step(state: TrainState, batch):
         traces["train_step"] += 1
-        regs = substitute_budget_weights(regularizers, state.budget_weights)
+        regs = substitute_budget_weights(regularizers, [b.weight for b in state.budget_weights])
         step_key = jax.random.fold_in(wrap_key(state.key, state.key_impl), state.step)
         params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
@@ -372,12 +402,20 @@ def fit(
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         new_model = eqx.apply_updates(state.model, updates)
         metrics = reduce_aux(loss, aux)
+        terms = metrics.get("penalty_terms", {})
         new_weights = tuple(
-            bw.update(w, metrics["num_fevals"])
-            for (_, bw), w in zip(budgets, state.budget_weights, strict=True)
+            bw.update(
+                b, metrics["num_fevals"], metrics["loss"], terms.get(nm, terms.get(_base(nm)))
+            )
+            for (nm, bw), b in zip(budgets, state.budget_weights, strict=True)
         )
         if budgets:
-            metrics["budget_weights"] = dict(zip(budget_names, state.budget_weights, strict=True))
+            metrics["budget_weights"] = {
+                nm: b.weight for nm, b in zip(budget_names, state.budget_weights, strict=True)
+            }
+            metrics["budget_targets"] = {
+                nm: bw.budget(b) for (nm, bw), b in zip(budgets, state.budget_weights, strict=True)
+            }
         new_state = dataclasses.replace(
             state,
             model=new_model,

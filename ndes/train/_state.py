@@ -27,8 +27,8 @@ class TrainState(eqx.Module):
     - `data_key`: raw PRNG key data of the data order: the permutation of epoch `e` is
       `jax.random.permutation(fold_in(data_key, e), num_examples)`.
     - `eval_key`: raw PRNG key data passed to evaluation (fixed, so evaluations compare).
-    - `budget_weights`: the current value of each `BudgetWeight` (scalar arrays, in the
-      order of `find_budget_weights(regularizers)`).
+    - `budget_weights`: the `BudgetState` of each `BudgetWeight` (its current weight,
+      reference NFE and step; in the order of `find_budget_weights(regularizers)`).
     - `key_impl`: the PRNG implementation name (static), used to rebuild typed keys.
 
     Keys are stored as raw `uint32` data (`jax.random.key_data`) because typed key arrays
@@ -41,7 +41,7 @@ class TrainState(eqx.Module):
     key: UInt[Array, "..."]
     data_key: UInt[Array, "..."]
     eval_key: UInt[Array, "..."]
-    budget_weights: tuple[Float[Array, ""], ...]
+    budget_weights: tuple[Any, ...]
     key_impl: str = eqx.field(static=True, default="threefry2x32")
 
 
@@ -72,7 +72,7 @@ def init_state(
     model: PyTree,
     optimizer: optax.GradientTransformation,
     key,
-    budget_weights: tuple[Float[Array, ""], ...] = (),
+    budget_weights: tuple[Any, ...] = (),
 ) -> TrainState:
     """The state at step 0.
 
@@ -81,7 +81,7 @@ def init_state(
     - `model`: the Equinox model.
     - `optimizer`: an optax `GradientTransformation`; initialised on the model's arrays.
     - `key`: a PRNG key; split into the loss, data-order and evaluation keys.
-    - `budget_weights`: initial values of the `BudgetWeight`s.
+    - `budget_weights`: the initial `BudgetState` of each `BudgetWeight`.
 
     **Returns:** a `TrainState` with `step == 0`.
     """
@@ -97,9 +97,7 @@ def init_state(
             key=jax.random.key_data(k_loss),
             data_key=jax.random.key_data(k_data),
             eval_key=jax.random.key_data(k_eval),
-            budget_weights=tuple(
-                jnp.asarray(w, dtype=jnp.result_type(float)) for w in budget_weights
-            ),
+            budget_weights=tuple(budget_weights),
             key_impl=impl,
         )
     )

@@ -1,0 +1,163 @@
+"""ndes.BudgetWeight: the scale-free cost budget (warm-up reference, start, log-space ascent)."""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ndes
+from ndes.train import BudgetState, BudgetWeight, fit
+
+
+def _run(bw: BudgetWeight, nfes, losses=None, values=None):
+    state = bw.init_state()
+    out = [state]
+    for i, n in enumerate(nfes):
+        loss = None if losses is None else losses[i]
+        value = None if values is None else values[i]
+        state = bw.update(state, n, loss, value)
+        out.append(state)
+    return out
+
+
+def test_warmup_reference_start_and_log_space_steps():
+    bw = BudgetWeight(target=0.5, warmup=4, lr=0.1, init_ratio=0.2)
+    nfes = [100.0, 120.0, 140.0, 160.0, 200.0, 60.0, 75.0]
+    states = _run(bw, nfes, losses=[2.0] * 7, values=[4.0] * 7)
+    w = [float(s.weight) for s in states]
+    # Weight 0 for the warm-up's steps (the states used at steps 0..3).
+    assert w[:4] == [0.0, 0.0, 0.0, 0.0]
+    # Reference: the mean NFE over the warm-up's second half (steps 2 and 3).
+    np.testing.assert_allclose(float(states[4].reference_nfe), 150.0)
+    np.testing.assert_allclose(float(bw.budget(states[4])), 75.0)
+    # Start: init_ratio * |loss| / value, whatever the units.
+    np.testing.assert_allclose(w[4], 0.2 * 2.0 / 4.0)
+    # Then log w moves by lr * clip(log(NFE / budget), -1, 1).
+    np.testing.assert_allclose(w[5], w[4] * np.exp(0.1 * min(np.log(200 / 75), 1.0)))
+    np.testing.assert_allclose(w[6], w[5] * np.exp(0.1 * np.log(60 / 75)))
+    np.testing.assert_allclose(w[7], w[6], rtol=1e-12)  # at the budget: unchanged
+    assert int(states[-1].step) == 7
+
+
+def test_scale_free():
+    """Scaling the loss and the penalty's units by any factor scales the start weight only
+    by their ratio; the path of the weight relative to its start is the same."""
+    bw = BudgetWeight(target_nfe=50.0, warmup=2, lr=0.05)
+    nfes = [80.0, 90.0, 120.0, 40.0, 55.0]
+    base = _run(bw, nfes, [1.0] * 5, [1.0] * 5)
+    scaled = _run(bw, nfes, [1e4] * 5, [1e-3] * 5)
+    rel = [float(s.weight) / float(base[2].weight) for s in base[2:]]
+    rel_scaled = [float(s.weight) / float(scaled[2].weight) for s in scaled[2:]]
+    np.testing.assert_allclose(rel, rel_scaled, rtol=1e-10)
+    np.testing.assert_allclose(float(scaled[2].weight) / float(base[2].weight), 1e7, rtol=1e-10)
+
+
+def test_absolute_target_with_init_starts_at_once_and_clips():
+    bw = BudgetWeight(target_nfe=10.0, init=0.5, lr=1.0, max_weight=2.0)
+    assert bw.warmup_steps == 0
+    states = _run(bw, [1000.0, 1000.0])
+    assert float(states[0].weight) == 0.5
+    np.testing.assert_allclose(float(states[1].weight), 0.5 * np.e)  # clip(log 100) = 1
+    assert float(states[2].weight) == 2.0  # max_weight
+
+
+def test_jit_and_no_gradient():
+    bw = BudgetWeight(target=0.5, warmup=1)
+    state = bw.init_state()
+    upd = jax.jit(bw.update)
+    s1 = upd(state, 40.0, 1.0, 2.0)
+    np.testing.assert_allclose(float(s1.weight), 0.1 * 1.0 / 2.0)
+    g = jax.grad(lambda n: bw.update(s1, n, 1.0, 2.0).weight)(30.0)
+    assert g == 0.0  # a dual variable: no gradient flows through it
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="exactly one of target= .* or target_nfe="):
+        BudgetWeight()
+    with pytest.raises(ValueError, match="exactly one of target="):
+        BudgetWeight(target=0.5, target_nfe=10)
+    with pytest.raises(ValueError, match=r"target=1.5\) must be a fraction in \(0, 1\]"):
+        BudgetWeight(target=1.5)
+    with pytest.raises(ValueError, match=r"target=nan\) must be a fraction"):
+        BudgetWeight(target=float("nan"))
+    with pytest.raises(ValueError, match="target_nfe=0"):
+        BudgetWeight(target_nfe=0)
+    with pytest.raises(ValueError, match="lr=0"):
+        BudgetWeight(target=0.5, lr=0)
+    with pytest.raises(ValueError, match="warmup=0.*measures its reference"):
+        BudgetWeight(target=0.5, warmup=0)
+    with pytest.raises(ValueError, match="warmup=0.*init=None"):
+        BudgetWeight(target_nfe=10, warmup=0)
+    with pytest.raises(ValueError, match="init=-1"):
+        BudgetWeight(target_nfe=10, init=-1)
+    with pytest.raises(ValueError, match="init_ratio=0"):
+        BudgetWeight(target=0.5, init_ratio=0)
+    with pytest.raises(ValueError, match="max_weight=0.5"):
+        BudgetWeight(target_nfe=10, init=1.0, max_weight=0.5)
+    bw = BudgetWeight(target=0.5, warmup=1)
+    with pytest.raises(ValueError, match="needs loss= and value="):
+        bw.update(bw.init_state(), 10.0)
+    with pytest.raises(ValueError, match="gets its value from its BudgetState"):
+        bw(3)
+
+
+class Scalar(eqx.Module):
+    a: jax.Array
+
+
+class ToyReg(eqx.Module):
+    weight: Any
+
+    @property
+    def name(self):
+        return "ToyReg"
+
+
+def _toy(scale):
+    """Task pulls a to 2 (loss scaled by `scale`, with an irreducible part: the targets are
+    1 and 3); 'NFE' = 10 + 40 a^2; penalty w a^2."""
+
+    def loss_fn(model, batch, *, key, regularizers, train_step):
+        a = model.a
+        aux = {"num_fevals": 10.0 + 40.0 * a**2}
+        if regularizers:
+            (reg,) = regularizers
+            aux["penalty"] = reg.weight * a**2
+            aux["penalty_terms"] = {"ToyReg": a**2}
+        return scale * jnp.mean((a - batch) ** 2), aux
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_fit_meets_half_the_cost_at_any_loss_scale(scale):
+    """One default (`target=0.5`, default lr and init) meets the budget whatever the loss's
+    units: unregularized, a -> 2 and NFE -> 170; half of the warm-up NFE is asked."""
+    result = fit(
+        Scalar(jnp.asarray(0.0)),
+        np.array([1.0, 3.0, 1.0, 3.0]),
+        _toy(scale),
+        optax.sgd(0.1 / scale),
+        key=jax.random.key(0),
+        batch_size=4,
+        steps=400,
+        progress=False,
+        regularizers=(ToyReg(1.0),),
+        budget=BudgetWeight(target=0.5, warmup=40),
+    )
+    (bstate,) = result.state.budget_weights
+    assert isinstance(bstate, BudgetState)
+    ref = float(bstate.reference_nfe)
+    assert 160.0 < ref < 171.0  # the warm-up got close to the unregularized a = 2
+    nfe = np.array([r["num_fevals"] for r in result.history])
+    np.testing.assert_allclose(nfe[-50:].mean(), 0.5 * ref, rtol=0.05)
+    targets = [r["budget_targets"]["ToyReg"] for r in result.history[40:]]
+    np.testing.assert_allclose(targets, 0.5 * ref, rtol=1e-6)
+
+
+def test_public_name():
+    assert ndes.BudgetWeight is BudgetWeight
