@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int, PyTree, UInt
+from jaxtyping import Array, Int, PyTree, UInt
 
 __all__ = ["TrainState", "init_state", "key_data", "wrap_key"]
 
