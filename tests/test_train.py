@@ -613,3 +613,29 @@ def test_data_parallel_matches_one_device():
     np.testing.assert_allclose(out["eval_8"], out["eval_1"], rtol=1e-12)
     assert "batch_size=12 is not divisible by the 8 devices" in out["error"]
     assert "multiple of 8" in out["error"]
+
+
+class KeyedReg(eqx.Module):
+    weight: float
+    key: jax.Array
+
+    @property
+    def name(self):
+        return "KeyedReg"
+
+
+def test_fit_gives_keyed_regularizers_a_fresh_key_each_step():
+    def loss_fn(model, batch, *, key, regularizers, train_step):
+        x, y = batch
+        loss = jnp.mean((jax.vmap(model)(x) - y) ** 2)
+        aux = {"penalty": 0.0}
+        for r in regularizers:
+            aux["draw"] = jax.random.uniform(r.key)
+        return loss, aux
+
+    key = jax.random.key(7)
+    result = _fit(steps=4, loss_fn=loss_fn, regularizers=(KeyedReg(1.0, key),))
+    draws = [r["draw"] for r in result.history]
+    expected = [float(jax.random.uniform(jax.random.fold_in(key, s))) for s in range(4)]
+    np.testing.assert_allclose(draws, expected, rtol=1e-6)
+    assert len(set(draws)) == 4

@@ -120,6 +120,23 @@ def _epoch_permutation(data_key: np.ndarray, impl: str, epoch: int, n: int, shuf
     return np.asarray(jax.random.permutation(k, n))
 
 
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def fresh_keys(regularizers: tuple, step) -> tuple:
+    """Every regularizer's PRNG `key` (the local regularizers' sample time, the Hutchinson
+    probe of `JacobianFrobenius`) folded with the step count: a fresh draw every step
+    from the one key the user gave at construction."""
+    out = []
+    for reg in regularizers:
+        key = getattr(reg, "key", None)
+        if _is_key(key):
+            reg = eqx.tree_at(lambda r: r.key, reg, jax.random.fold_in(key, step))
+        out.append(reg)
+    return tuple(out)
+
+
 def _base(name: str) -> str:
     """`ErrorEstimate_1` -> `ErrorEstimate` (repeated regularizers share a penalty term)."""
     head, _, tail = name.rpartition("_")
@@ -214,7 +231,9 @@ def fit(
       resuming, training continues up to this total) or epochs (`epochs *
       (num_examples // batch_size)` steps).
     - `regularizers`: ndes regularizers handed to `loss_fn`. A regularizer's weight may be
-      a number, an optax schedule, or a `BudgetWeight`.
+      a number, an optax schedule, or a `BudgetWeight`. A regularizer with a PRNG `key`
+      (`LocalErrorEstimate`, `LocalStiffnessEstimate`, `JacobianFrobenius`) gets a fresh
+      key every step, `fold_in(key, step)`: give it any key once.
     - `budget`: an `ndes.BudgetWeight` (e.g. `ndes.BudgetWeight(target=0.5)`) used as the
       weight of every regularizer with a numeric weight: the cost budget that finds the
       weight (see `ndes.BudgetWeight`).
@@ -382,6 +401,7 @@ def fit(
     def train_step(state: TrainState, batch):
         traces["train_step"] += 1
         regs = substitute_budget_weights(regularizers, [b.weight for b in state.budget_weights])
+        regs = fresh_keys(regs, state.step)
         step_key = jax.random.fold_in(wrap_key(state.key, state.key_impl), state.step)
         params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
