@@ -1,20 +1,49 @@
 """UEA/UCR classification sets shipped inside aeon (Bagnall et al. 2018)."""
 
 import dataclasses
+import functools
+from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float, Int
 
 from ._missing import drop_observations
 
-SHIPPED = (
-    "ArrowHead",
-    "BasicMotions",
-    "GunPoint",
-    "ItalyPowerDemand",
-    "JapaneseVowels",
-    "OSULeaf",
-)
+
+def _aeon_data_dir() -> Path:
+    import aeon.datasets
+
+    return Path(aeon.datasets.__file__).parent / "data"
+
+
+def _is_classification(ts_file: Path) -> bool:
+    """A `.ts` file is a classification set when its header declares class labels."""
+    with ts_file.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            low = line.strip().lower()
+            if low.startswith("@classlabel"):
+                return low.split()[1:2] == ["true"]
+            if low.startswith("@data"):
+                return False
+    return False
+
+
+@functools.cache
+def available_uea() -> tuple[str, ...]:
+    """The classification sets aeon ships inside its package (loadable offline), sorted.
+
+    Asked of the installed aeon: every folder of `aeon/datasets/data` holding
+    `NAME_TRAIN.ts` and `NAME_TEST.ts` whose header declares class labels (regression sets
+    such as `Covid3Month` are left out). Raises `ImportError` without aeon (the `data`
+    extra: `pip install ndes[data]`).
+    """
+    root = _aeon_data_dir()
+    names = []
+    for d in sorted(root.iterdir()):
+        train, test = d / f"{d.name}_TRAIN.ts", d / f"{d.name}_TEST.ts"
+        if train.is_file() and test.is_file() and _is_classification(train):
+            names.append(d.name)
+    return tuple(names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +96,19 @@ def load_uea(
     Missingness: `drop_observations(values, lengths, missing, seed)` on the train split and
     `seed + 1` on the test split (first observation of a series always kept); the same seed
     gives the same mask. Standardisation: per channel, NaN-aware, train statistics only
-    (computed after dropping), applied to both splits. Raises `ValueError` for an unknown
-    name or `missing` outside [0, 1).
+    (computed after dropping), applied to both splits. Series of unequal length are padded
+    to the longest (NaN values, increasing times; `lengths` says where each ends).
+
+    `name`: any classification set that aeon ships (`ndes.data.available_uea()` lists them:
+    univariate and multivariate, equal and unequal length). Raises `ValueError` for a name
+    aeon does not ship (nothing is downloaded) or `missing` outside [0, 1).
     """
-    if name not in SHIPPED:
-        raise ValueError(f"unknown dataset {name!r}; available offline: {', '.join(SHIPPED)}.")
+    shipped = available_uea()
+    if name not in shipped:
+        raise ValueError(
+            f"unknown dataset {name!r}; available offline (the classification sets aeon "
+            f"ships): {', '.join(shipped)}."
+        )
     if not 0.0 <= missing < 1.0:
         raise ValueError(
             f"missing fraction must lie in [0, 1), got {missing!r}; use e.g. 0.3, 0.5 or 0.7."
