@@ -354,11 +354,21 @@ def _check_stable_sde(model: Mapping[str, Any]) -> None:
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a TOML configuration file."""
     path = Path(path)
+    if path.is_dir():
+        hint = (
+            f"; to continue the run saved there: ndes train {path / 'config.toml'} --run-dir "
+            f"{path} --resume"
+            if (path / "config.toml").is_file()
+            else ""
+        )
+        raise ConfigError(f"config file {path} is a directory, not a TOML file{hint}.")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist.") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}.") from None
     return parse_config(raw, path)
@@ -690,4 +700,27 @@ def build_job(cfg: TrainConfig) -> Job:
             desc += (
                 f"neural CDE hidden {m['hidden']} (field width {m['width']}, depth {m['depth']})"
             )
+    _check_batch_size(cfg, data)
     return Job(model, data, eval_data, loss, _optimizer(cfg.optimizer, cfg.steps), regs, desc)
+
+
+def _check_batch_size(cfg: TrainConfig, data) -> None:
+    """What `ndes.fit` would refuse with a traceback, as a `ConfigError` naming the key: a
+    batch larger than the training set, or one that does not split over the devices."""
+    import jax
+
+    n = len(jax.tree_util.tree_leaves(data)[0])
+    bs = cfg.batch_size
+    if bs > n:
+        more = " (or raise data.num_train)" if "num_train" in cfg.data else ""
+        raise ConfigError(
+            f"config key 'batch_size' = {bs} is larger than the {n} training examples of "
+            f"data.name = {cfg.data['name']!r}; use batch_size <= {n}{more}."
+        )
+    k = jax.device_count()
+    if bs % k:
+        lo = (bs // k) * k
+        raise ConfigError(
+            f"config key 'batch_size' = {bs} is not divisible by the {k} devices (every device "
+            f"gets the same number of examples); use a multiple of {k}, e.g. {lo or k}."
+        )

@@ -95,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or cfg.run_dir or Path("runs") / Path(args.config).stem)
     try:
         import ndes
-        from ndes.train import CheckpointError
+        from ndes.train import CheckpointError, latest_checkpoint
 
         print(f"ndes train: {args.config} -> {run_dir}", flush=True)
         try:
@@ -116,6 +116,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{cfg.batch_size}",
             flush=True,
         )
+        if run_dir.exists() and not run_dir.is_dir():
+            return _fail("train", f"run directory {run_dir} is a file; pass --run-dir NEW_DIR.")
+        if args.resume and latest_checkpoint(run_dir / "checkpoints") is None:
+            print(
+                f"ndes train: no checkpoint in {run_dir}; training starts fresh.",
+                file=sys.stderr,
+                flush=True,
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.source is not None and not (run_dir / "config.toml").exists():
             (run_dir / "config.toml").write_bytes(Path(cfg.source).read_bytes())

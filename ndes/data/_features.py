@@ -13,6 +13,19 @@ import numpy as np
 from jaxtyping import Array, Float
 
 
+def _check_sizes(shape: tuple[int, ...], what: str) -> None:
+    """Refuse empty data by name: no series, no time points or no channels."""
+    for axis, name, fix in (
+        (0, "series", "pass at least one series"),
+        (1, "time points", "pass series of at least one time point"),
+        (2, "channels", "pass at least one channel"),
+    ):
+        if shape[axis] == 0:
+            raise ValueError(
+                f"{what} of shape {shape} has no {name} (axis {axis} is empty); {fix}."
+            )
+
+
 def _check_times(times: np.ndarray, shape: tuple[int, ...], what: str) -> None:
     if times.ndim != 2 or times.shape != shape[:2]:
         raise ValueError(
@@ -73,13 +86,15 @@ def cde_features(
     constant there. The count channels give the model the observation pattern (Kidger et al.
     2020).
 
-    Raises `ValueError` for: times not of shape (N, L) matching values (N, L, C); non-finite or
-    non-increasing times; inf in values; an all-NaN series; an all-NaN channel of a series.
+    Raises `ValueError` for: times not of shape (N, L) matching values (N, L, C); no series,
+    time points or channels (N, L or C = 0); non-finite or non-increasing times; inf in values;
+    an all-NaN series; an all-NaN channel of a series.
     """
     times = np.asarray(times, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 3:
         raise ValueError(f"values must have shape (N, L, C); got shape {values.shape}.")
+    _check_sizes(values.shape, "values")
     _check_times(times, values.shape, "values")
     if np.isinf(values).any():
         raise ValueError("values contain inf; only NaN is allowed (it marks a missing value).")
@@ -99,6 +114,7 @@ def _check_coefficient_inputs(times, features) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     if f.ndim != 3:
         raise ValueError(f"features must have shape (N, L, D); got shape {f.shape}.")
+    _check_sizes(f.shape, "features")
     if f.shape[1] < 2:
         raise ValueError(f"interpolation needs at least 2 time points; got L = {f.shape[1]}.")
     _check_times(t, f.shape, "features")
@@ -113,24 +129,50 @@ def _check_coefficient_inputs(times, features) -> tuple[np.ndarray, np.ndarray]:
     return t, f
 
 
+def _check_finite_result(arrays, f: np.ndarray, t: np.ndarray, dtype, what: str) -> None:
+    """Finite inputs can still overflow: in the cast to JAX's dtype (float32 unless
+    `jax_enable_x64`) or in the divided differences of the interpolation."""
+    if all(bool(jnp.all(jnp.isfinite(a))) for a in arrays):
+        return
+    biggest = float(np.max(np.abs(f)))
+    step = float(np.min(np.diff(t, axis=1)))
+    raise ValueError(
+        f"{what} overflow {np.dtype(dtype).name} (largest |feature| {biggest:.3g}, smallest "
+        f"time step {step:.3g}): the solver would get inf/NaN. Standardise the values (per "
+        "channel, subtract the mean and divide by the standard deviation) and rescale the "
+        "times to O(1) before building features."
+    )
+
+
 def hermite_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
     """Backward-Hermite cubic coefficients for `diffrax.CubicInterpolation(ts, coeffs)`, per series.
 
     `features` must be NaN-free (from `cde_features`). Returns a 4-tuple of arrays of shape
-    (N, L-1, D) in the dtype of `features`. Raises `ValueError` for mismatched shapes, fewer
-    than 2 times, non-finite or non-increasing times, NaN or inf in `features` (naming an
-    all-NaN series or channel when there is one).
+    (N, L-1, D) in the dtype of `features`. Raises `ValueError` for mismatched shapes, no
+    series or channels, fewer than 2 times, non-finite or non-increasing times, NaN or inf in
+    `features` (naming an all-NaN series or channel when there is one), and coefficients that
+    overflow (finite but huge features, e.g. unstandardised values of 1e300, or 1e39 in
+    float32).
     """
     t, f = _check_coefficient_inputs(times, features)
-    f = jnp.asarray(f)
-    return jax.vmap(diffrax.backward_hermite_coefficients)(jnp.asarray(t).astype(f.dtype), f)
+    fj = jnp.asarray(f)
+    tj = jnp.asarray(t).astype(fj.dtype)
+    coeffs = jax.vmap(diffrax.backward_hermite_coefficients)(tj, fj)
+    _check_finite_result((tj, *coeffs), f, t, fj.dtype, "the Hermite coefficients")
+    return coeffs
 
 
 def linear_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
     """`diffrax.LinearInterpolation(ts, ys)` needs only (ts, ys): returned as checked JAX arrays.
 
-    Same checks as `hermite_coefficients`.
+    Same checks as `hermite_coefficients` (here: the values and the slopes between
+    consecutive times must be finite in JAX's dtype).
     """
     t, f = _check_coefficient_inputs(times, features)
-    f = jnp.asarray(f)
-    return jnp.asarray(t).astype(f.dtype), f
+    fj = jnp.asarray(f)
+    tj = jnp.asarray(t).astype(fj.dtype)
+    slopes = jnp.diff(fj, axis=1) / jnp.diff(tj, axis=1)[..., None]
+    _check_finite_result(
+        (tj, fj, slopes), f, t, fj.dtype, "the linear interpolation's values or slopes"
+    )
+    return tj, fj

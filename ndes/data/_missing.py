@@ -14,12 +14,15 @@ def drop_observations(
 
     **Arguments:**
     - `values`: shape (N, L, C); entries past `lengths[i]` are padding and are left alone.
-    - `lengths`: shape (N,), number of valid time points per series.
+    - `lengths`: shape (N,), integers in [1, L]: the number of valid time points per series.
     - `fraction`: in [0, 1); per series `round(fraction * lengths[i])` time points are dropped,
       never the first one (so every series keeps at least one observation).
     - `seed`: the NumPy RNG seed; the same seed gives the same mask.
 
     **Returns:** a copy of `values` with the dropped points set to NaN.
+
+    Raises `ValueError` for a fraction outside [0, 1), mismatched shapes, and `lengths` that
+    are not integers or lie outside [1, L].
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(
@@ -31,6 +34,19 @@ def drop_observations(
         raise ValueError(
             f"values must have shape (N, L, C) and lengths shape (N,); got {values.shape} "
             f"and {lengths.shape}."
+        )
+    if lengths.size and not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(
+            f"lengths must be integers (the number of valid time points per series); got "
+            f"dtype {lengths.dtype}. Pass e.g. lengths.astype(int) if they are whole numbers."
+        )
+    length = values.shape[1]
+    bad = (lengths < 1) | (lengths > length)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"lengths must lie in [1, L] = [1, {length}] (L = values.shape[1]); lengths[{i}] = "
+            f"{int(lengths[i])}. Drop empty series and check that lengths count time points."
         )
     rng = np.random.default_rng(seed)
     for i, n in enumerate(lengths):

@@ -109,6 +109,53 @@ def check_increasing(ts: Array, name: str, owner: str) -> Array:
     return eqx.error_if(ts, jnp.any(jnp.diff(ts, axis=-1) <= 0), msg)
 
 
+def _built_state_size(field) -> int | None:
+    """The state size a field was built for, when it says so (`MLPVectorField`)."""
+    if isinstance(field, MLPVectorField):
+        return field.mlp.in_size - int(field.time_input)
+    return None
+
+
+def check_field_state(
+    field: Callable,
+    t0,
+    y0: Array,
+    args: Any,
+    owner: str,
+    what: str = "vector field",
+    returns: bool = True,
+) -> None:
+    """Trace-time check that `field(t, y, args)` takes one state of `y0`'s size `n` (and, with
+    `returns`, gives back shape `(n,)`): a ValueError naming the model, the expected and the
+    received size instead of a `dot_general` shape error from inside the solver.
+
+    The size an `MLPVectorField` was built for is compared directly; any other field is
+    traced once on a state of shape `(n,)` with `jax.eval_shape` (no computation).
+    """
+    n = y0.shape[-1]
+    expected = _built_state_size(field)
+    if expected is not None and expected != n:
+        raise ValueError(
+            f"{owner}: `y0` has {n} components per state (shape {y0.shape}) but the {what} was "
+            f"built for states of size {expected}; pass `y0` of shape ({expected},) or "
+            f"(B, {expected}), or build the model with state_size={n}."
+        )
+    state = jax.ShapeDtypeStruct((n,), y0.dtype)
+    try:
+        out = jax.eval_shape(lambda y: field(t0, y, args), state)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{owner}: the {what} fails on one state of shape ({n},) from `y0` of shape "
+            f"{y0.shape}: is {n} the state size it was built for? ({e})"
+        ) from e
+    if returns and getattr(out, "shape", None) != (n,):
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"{owner}: the {what} must return the state's shape ({n},) for a state of shape "
+            f"({n},); got {got}."
+        )
+
+
 class _JointField(eqx.Module):
     """Applies a per-sample vector field to a `(B, n)` state as one batched computation."""
 
@@ -248,6 +295,7 @@ class NeuralODE(eqx.Module):
                 f"NeuralODE: `y0` must have shape (n,) or (B, n); got shape {y0.shape}."
             )
         ts = check_increasing(ts, "ts", "NeuralODE")
+        check_field_state(self.vector_field, ts[0], y0, args, "NeuralODE")
         if y0.ndim == 1:
             sol = self._solve(
                 self.vector_field,

@@ -23,6 +23,7 @@ from ._ode import (
     ModelOutput,
     as_regularizers,
     check_batch_mode,
+    check_field_state,
     check_increasing,
     per_trajectory_regularizers,
     stats_of,
@@ -595,6 +596,8 @@ class NeuralSDE(eqx.Module):
         **Returns:** a `ModelOutput` with `ys` of shape `(T, n)` or `(B, T, n)`.
         """
         ts, y0 = _check_inputs(ts, y0, "NeuralSDE")
+        check_field_state(self.drift, ts[0], y0, args, "NeuralSDE", "drift")
+        check_field_state(self.diffusion, ts[0], y0, args, "NeuralSDE", "diffusion", False)
         n = y0.shape[-1]
         m = n if self.noise == "diagonal" else self.noise_size
         return solve_sde(

@@ -271,6 +271,9 @@ class AbstractStableSDE(eqx.Module):
                 )
             )
         batched_control = control is not None and not _unbatched_ok(control, jnp.asarray(ts))
+        control_batch = None
+        if control is not None:
+            control_batch = _check_control(control, jnp.asarray(ts), batched_control, self, name)
         if z0 is None:
             if control is None:
                 raise ValueError(f"{name}: pass `z0` (the model has no control path to map).")
@@ -291,6 +294,11 @@ class AbstractStableSDE(eqx.Module):
                 f"{name}: a batch of states needs a batched control path (array leaves with a "
                 "leading batch axis, e.g. jax.vmap(lambda c: diffrax.CubicInterpolation(ts, "
                 "c))(coeffs)) and a single state an unbatched one."
+            )
+        if control_batch is not None and z0.ndim == 2 and z0.shape[0] != control_batch:
+            raise ValueError(
+                f"{name}: `z0` holds {z0.shape[0]} states (shape {z0.shape}) but the control "
+                f"path holds {control_batch} series; pass one initial state per series."
             )
         common = dict(
             owner=name,
@@ -341,6 +349,33 @@ def _unbatched_ok(control, ts) -> bool:
     except Exception:  # a batched path fails inside diffrax's interpolation on shapes
         return False
     return len(out.shape) == 1
+
+
+def _check_control(control, ts, batched: bool, model, name: str) -> int | None:
+    """Static check that the control evaluates to `(input_channels,)` per sample; returns
+    the batch size of a batched path (`None` for an unbatched one)."""
+    if batched:
+        try:
+            shape = jax.eval_shape(
+                lambda c: jax.vmap(lambda cc: cc.evaluate(ts[0]))(c), control
+            ).shape
+        except Exception as e:  # not a batch of paths either
+            raise ValueError(
+                f"{name}: `control` must be a diffrax path evaluating to shape "
+                f"(input_channels,) = ({model.input_channels},), or a batch of such paths "
+                "(array leaves with a leading batch axis, e.g. jax.vmap(lambda c: "
+                f"diffrax.CubicInterpolation(ts, c))(coeffs)); evaluating it failed: {e}"
+            ) from e
+    else:
+        shape = jax.eval_shape(lambda c: c.evaluate(ts[0]), control).shape
+    if len(shape) != 1 + int(batched) or shape[-1] != model.input_channels:
+        got = shape[-1] if len(shape) == 1 + int(batched) else None
+        raise ValueError(
+            f"{name}: the control path has "
+            + (f"{got} channels" if got is not None else f"values of shape {shape[int(batched) :]}")
+            + f" but the model was built with input_channels={model.input_channels}."
+        )
+    return shape[0] if batched else None
 
 
 def _solve_joint_with_control(model, control, diffusion, ts, z0, key, common):
