@@ -551,7 +551,7 @@ def _regularizer(spec: Mapping[str, Any], index: int):
     cls = getattr(ndes, spec["type"])
     if spec["target_nfe"] is not None:
         weight: Any = BudgetWeight(
-            target_nfe=spec["target_nfe"], lr=spec["budget_lr"], init=spec["weight"] or 0.0
+            target_nfe=spec["target_nfe"], lr=spec["budget_lr"], init=spec["weight"] or None
         )
     else:
         weight = spec["weight"]

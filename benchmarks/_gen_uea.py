@@ -1,0 +1,214 @@
+"""UEA/UCR classification family of the generalization suite: every classification set
+aeon ships offline, `ndes.NeuralCDE` and the stable SDE `ndes.NeuralLSDE`, with the
+library's default pipeline, and aeon's MiniRocket as the baseline.
+
+Pipeline (what `examples/uea_classification.py` and a new user do): `ndes.data.load_uea`
+(seeded missingness, train-only standardisation) -> `ndes.data.cde_features` (scaled time,
+forward-filled values, scaled observation counts) -> backward-Hermite cubic coefficients ->
+model -> `ndes.fit` (Adam, lr 1e-2 with warm-up and cosine decay, batch 32). NCDE: Tsit5 +
+`PIDController(rtol=1e-3, atol=1e-6)` (the model's defaults), hidden 32, MLP width 64, depth
+2. LSDE: ShARK + PID(rtol=1e-3, atol=1e-5) on a `VirtualBrownianTree` (additive noise),
+the same path as drift input.
+
+`max_length`: a series longer than this is subsampled by a constant stride (so that a
+CPU run fits its time budget); such records say so in `note`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _gen_common import SuiteConfig, budget_fields, budget_for, regularizers
+
+import ndes
+from ndes.data import cde_features, hermite_coefficients, load_uea
+
+PROBLEMS = (
+    "ArrowHead",
+    "BasicMotions",
+    "GunPoint",
+    "ItalyPowerDemand",
+    "JapaneseVowels",
+    "OSULeaf",
+    "ACSF1",
+    "PickupGestureWiimoteZ",
+)
+DEVELOPED_ON = ("JapaneseVowels",)
+MODELS = ("ncde", "lsde")
+
+
+def _subsample(split, stride: int):
+    if stride <= 1:
+        return split
+    keep = np.arange(0, split.times.shape[1], stride)
+    lengths = (split.lengths - 1) // stride + 1
+    return dataclasses.replace(
+        split,
+        times=split.times[:, keep] / stride,
+        values=split.values[:, keep],
+        lengths=lengths,
+    )
+
+
+def _prepare(split):
+    feats = cde_features(split.times, split.values)
+    ts = jnp.asarray(split.times)
+    coeffs = hermite_coefficients(ts, jnp.asarray(feats))
+    t1 = jnp.asarray(split.times[np.arange(len(split.lengths)), split.lengths - 1])
+    return {"ts": ts, "coeffs": coeffs, "t1": t1, "label": jnp.asarray(split.labels)}
+
+
+def _build(kind, channels, num_classes, key):
+    if kind == "ncde":
+        return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key)
+    return ndes.NeuralLSDE(
+        32,
+        64,
+        2,
+        key=key,
+        input_channels=channels,
+        out_size=num_classes,
+        solver=diffrax.ShARK(),
+        sde_type="stratonovich",
+        stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5),
+    )
+
+
+def _forward(model, b, key, **kw):
+    if isinstance(model, ndes.NeuralCDE):
+        return model(b["ts"], b["coeffs"], t1=b["t1"], **kw)
+    ts = b["ts"][0]
+    control = jax.vmap(lambda c: diffrax.CubicInterpolation(ts, c))(b["coeffs"])
+    return model(ts, control, key=key, **kw)
+
+
+def _loss_fn(model, b, *, key, regularizers, train_step):
+    out = _forward(model, b, key, regularizers=regularizers, train_step=train_step)
+    logp = jax.nn.log_softmax(out.ys)
+    ce = -jnp.mean(jnp.take_along_axis(logp, b["label"][:, None], axis=1))
+    return ce, ndes.train.solution_aux(out)
+
+
+def _load(problem, missing, seed, cfg):
+    data = load_uea(problem, missing=missing, seed=seed)
+    L = data.train.times.shape[1]
+    stride = 1
+    max_length = 16 if cfg.quick else cfg.max_length
+    if max_length and L > max_length:
+        stride = int(np.ceil(L / max_length))
+    train, test = _subsample(data.train, stride), _subsample(data.test, stride)
+    if cfg.quick:
+        fields = ("times", "values", "lengths", "labels")
+        train = dataclasses.replace(train, **{f: getattr(train, f)[:8] for f in fields})
+        test = dataclasses.replace(test, **{f: getattr(test, f)[:8] for f in fields})
+    return data, train, test, stride
+
+
+def run(
+    problem: str,
+    method: str,
+    seed: int,
+    cfg: SuiteConfig,
+    model_kind: str = "ncde",
+    missing: float = 0.0,
+) -> list[dict]:
+    """One training run of `model_kind` on `problem` with `method`; one record."""
+    data, train_s, test_s, stride = _load(problem, missing, seed, cfg)
+    train, test = _prepare(train_s), _prepare(test_s)
+    steps = cfg.steps or (3 if cfg.quick else 300)
+    channels = train["coeffs"][0].shape[-1]
+    model = _build(model_kind, channels, data.num_classes, jax.random.key(seed))
+    key = jax.random.key(seed + 7)
+    regs = regularizers(method, key, solver_has_fsal=model_kind == "ncde")
+    if method != "vanilla" and not regs:
+        return []
+    batch = min(32, len(train["label"]))
+    opt = optax.adam(
+        optax.warmup_cosine_decay_schedule(0.0, 1e-2, max(1, min(50, steps // 10)), steps)
+    )
+    t = time.perf_counter()
+    res = ndes.fit(
+        model,
+        train,
+        _loss_fn,
+        opt,
+        key=jax.random.key(seed + 1000),
+        batch_size=batch,
+        steps=steps,
+        regularizers=regs,
+        budget=budget_for(method, steps),
+        progress=False,
+    )
+    train_time = time.perf_counter() - t
+
+    @eqx.filter_jit
+    def predict(m, b):
+        out = _forward(m, b, jax.random.key(seed + 2000))
+        return jnp.argmax(out.ys, -1), out.stats["num_fevals"]
+
+    pred, nfe = predict(res.model, test)
+    acc = float(jnp.mean(pred == test["label"]))
+    note = (
+        f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
+    )
+    return [
+        {
+            "family": "uea",
+            "problem": problem,
+            "model": model_kind,
+            "missing": missing,
+            "method": method,
+            "seed": seed,
+            "metric": "accuracy",
+            "value": acc,
+            "higher_is_better": True,
+            "nfe_per_prediction": float(np.mean(np.asarray(nfe))),
+            "observations": float(np.mean(test_s.lengths)),
+            "train_s": train_time,
+            "steps": steps,
+            "developed_on": problem in DEVELOPED_ON,
+            "note": note,
+            **budget_fields(res),
+        }
+    ]
+
+
+def baseline(problem: str, missing: float, seed: int, cfg: SuiteConfig) -> dict:
+    """aeon's MiniRocket on the same (missing-dropped, standardised, forward-filled) data."""
+    from aeon.classification.convolution_based import MiniRocketClassifier
+
+    _, train_s, test_s, stride = _load(problem, missing, seed, cfg)
+
+    def x(split):
+        f = cde_features(split.times, split.values)
+        C = split.values.shape[-1]
+        return np.transpose(f[..., 1 : 1 + C], (0, 2, 1))  # (N, C, L), forward-filled
+
+    t = time.perf_counter()
+    clf = MiniRocketClassifier(random_state=seed, n_jobs=1)
+    clf.fit(x(train_s), train_s.labels)
+    acc = float(np.mean(clf.predict(x(test_s)) == test_s.labels))
+    return {
+        "family": "uea",
+        "problem": problem,
+        "model": "MiniRocket",
+        "missing": missing,
+        "method": "baseline",
+        "seed": seed,
+        "metric": "accuracy",
+        "value": acc,
+        "higher_is_better": True,
+        "nfe_per_prediction": float("nan"),
+        "observations": float(np.mean(test_s.lengths)),
+        "train_s": time.perf_counter() - t,
+        "steps": 0,
+        "developed_on": problem in DEVELOPED_ON,
+        "note": f"subsampled by stride {stride}" if stride > 1 else "",
+    }
