@@ -95,7 +95,7 @@ _TOP: dict[str, tuple] = {
     "checkpoint_every": (_int(), None),
     "keep_last": (_int(), 3),
     "nfe_budget": (_float(positive=True), None),
-    "budget_lr": (_float(nonneg=True), 0.1),
+    "budget_lr": (_float(positive=True), 0.05),
     "run_dir": (_str, None),
 }
 _SECTIONS = ("data", "model", "optimizer", "regularizers")
@@ -188,7 +188,9 @@ _OPTIMIZER: dict[str, tuple] = {
 _REG_COMMON: dict[str, tuple] = {
     "weight": (_float(nonneg=True), None),
     "target_nfe": (_float(positive=True), None),
-    "budget_lr": (_float(nonneg=True), 0.1),
+    "target": (_float(positive=True), None),
+    "budget_warmup": (_int(0), None),
+    "budget_lr": (_float(positive=True), 0.05),
 }
 _REGULARIZERS: dict[str, dict[str, tuple]] = {
     "ErrorEstimate": {
@@ -310,10 +312,11 @@ def parse_config(raw: Mapping[str, Any], source: Path | None = None) -> TrainCon
         prefix = f"regularizers[{i}]"
         rtype = _typed(r, prefix, "type", REGULARIZER_TYPES)
         spec = {"type": rtype, **_section(r, prefix, _REGULARIZERS[rtype], skip=("type",))}
-        if spec["weight"] is None and spec["target_nfe"] is None:
+        if spec["weight"] is None and spec["target_nfe"] is None and spec["target"] is None:
             raise ConfigError(
                 f"config key '{prefix}.weight' or '{prefix}.target_nfe' is needed: a fixed "
-                "weight, or an NFE budget that adapts the weight (starting from weight)."
+                f"weight, or a cost budget that adapts the weight ('{prefix}.target' = 0.5: "
+                "half the unregularized NFE; or an absolute target_nfe)."
             )
         regs.append(spec)
     if model["solver"] == "Euler":
@@ -325,7 +328,9 @@ def parse_config(raw: Mapping[str, Any], source: Path | None = None) -> TrainCon
                     "adaptive solver (e.g. 'Tsit5', or 'ShARK' for a stable_sde) or another "
                     "regularizer."
                 )
-    if top["nfe_budget"] is not None and not any(r["target_nfe"] is None for r in regs):
+    if top["nfe_budget"] is not None and not any(
+        r["target_nfe"] is None and r["target"] is None for r in regs
+    ):
         raise ConfigError(
             "config key 'nfe_budget' needs at least one regularizer with a numeric weight (the "
             "weight it adapts)."
@@ -549,16 +554,22 @@ def _regularizer(spec: Mapping[str, Any], index: int):
     from .train import BudgetWeight
 
     cls = getattr(ndes, spec["type"])
-    if spec["target_nfe"] is not None:
-        weight: Any = BudgetWeight(
-            target_nfe=spec["target_nfe"], lr=spec["budget_lr"], init=spec["weight"] or None
-        )
+    budget_keys = ("target_nfe", "target", "budget_lr", "budget_warmup")
+    if spec["target_nfe"] is not None or spec["target"] is not None:
+        try:
+            weight: Any = BudgetWeight(
+                target=spec["target"],
+                target_nfe=spec["target_nfe"],
+                lr=spec["budget_lr"],
+                warmup=spec["budget_warmup"],
+                init=spec["weight"] or None,
+            )
+        except ValueError as e:
+            raise ConfigError(f"config key 'regularizers[{index}]' ({spec['type']}): {e}") from None
     else:
         weight = spec["weight"]
     kwargs = {
-        k: v
-        for k, v in spec.items()
-        if k not in ("type", "weight", "target_nfe", "budget_lr") and v is not None
+        k: v for k, v in spec.items() if k not in ("type", "weight", *budget_keys) and v is not None
     }
     if any(f.name == "key" for f in dataclasses.fields(cls)):
         import jax

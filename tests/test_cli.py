@@ -338,3 +338,20 @@ def test_overhead_benchmark_quick():
     assert r.returncode == 0, r.stderr
     assert "identical step counts ndes vs diffrax: True" in r.stdout
     assert r.stdout.count("ndes + ErrorEstimate") == 2  # vmap and joint
+
+
+def test_config_budget_keys_build_a_budget_weight():
+    import ndes
+    from ndes._config import _regularizer
+
+    cfg = parse_config(
+        _with(regularizers=[{"type": "ErrorEstimate", "target": 0.5, "budget_warmup": 20}])
+    )
+    reg = _regularizer(cfg.regularizers[0], 0)
+    assert isinstance(reg.weight, ndes.BudgetWeight)
+    assert reg.weight.target == 0.5 and reg.weight.warmup_steps == 20 and reg.weight.init is None
+    both = parse_config(
+        _with(regularizers=[{"type": "ErrorEstimate", "target": 0.5, "target_nfe": 40}])
+    )
+    with pytest.raises(ConfigError, match=r"regularizers\[0\].*exactly one of target="):
+        _regularizer(both.regularizers[0], 0)
