@@ -65,11 +65,12 @@ def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> t
 
 
 def budget_for(method: str, steps: int):
-    """`BudgetWeight(target=0.5)` for budget rows (warm-up a quarter of training, at most the
-    default 50 steps), `None` otherwise."""
+    """`BudgetWeight(target=0.5)` with its defaults for budget rows (warm-up: half of the
+    `steps`, as `ndes.fit` resolves the default; given in steps so that hand-written loops
+    can use it too), `None` otherwise."""
     if method != "budget":
         return None
-    return ndes.BudgetWeight(target=BUDGET_TARGET, warmup=max(1, min(50, steps // 4)))
+    return ndes.BudgetWeight(target=BUDGET_TARGET).for_steps(steps)
 
 
 def budget_fields(result) -> dict:

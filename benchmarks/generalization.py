@@ -63,8 +63,8 @@ def _plan(a) -> list[dict]:
             import ndes
 
             problems = list(ndes.data.available_uea())
-        if a.problems:
-            problems = [p for p in problems if p in a.problems]
+        if a.problems:  # in the order given
+            problems = [p for p in a.problems if p in problems]
         models = [m for m in a.models if m in getattr(mod, "MODELS", (None,))] or [None]
         missings = a.missing if fam == "uea" else [0.0]
         for problem in problems:

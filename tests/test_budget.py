@@ -65,6 +65,17 @@ def test_absolute_target_with_init_starts_at_once_and_clips():
     assert float(states[2].weight) == 2.0  # max_weight
 
 
+def test_fractional_warmup_resolves_to_steps():
+    bw = BudgetWeight(target=0.5)  # default: half of training
+    with pytest.raises(ValueError, match="in your own loop pass warmup=N steps"):
+        bw.warmup_steps
+    assert bw.for_steps(200).warmup_steps == 100
+    assert BudgetWeight(target=0.5, warmup=0.25).for_steps(200).warmup_steps == 50
+    assert BudgetWeight(target=0.5, warmup=7).for_steps(200).warmup_steps == 7
+    with pytest.raises(ValueError, match=r"warmup=1.5\) must be an int >= 1 .*or a fraction"):
+        BudgetWeight(target=0.5, warmup=1.5)
+
+
 def test_jit_and_no_gradient():
     bw = BudgetWeight(target=0.5, warmup=1)
     state = bw.init_state()

@@ -320,7 +320,7 @@ def test_budget_shorthand_in_fit():
             toy_cost_loss,
             optax.sgd(0.1),
             regularizers=(ToyReg(0.2),),
-            budget=BudgetWeight(target=0.5),
+            budget=BudgetWeight(target=0.5, warmup=50),
             **kw,
         )
     with pytest.raises(ValueError, match="must be an ndes.BudgetWeight"):

@@ -80,8 +80,11 @@ class BudgetWeight(eqx.Module):
     - `lr`: $\eta$, the largest change of $\log w$ per step (> 0; default 0.05: a factor
       of about 2 in 14 steps).
     - `warmup`: unregularized steps before the weight starts (>= 1 with `target`, whose
-      reference they measure). Default: 50 with `target`; with `target_nfe`, 0 when
-      `init` is given (start there), else 1.
+      reference they measure), or a fraction in (0, 1) of the training steps (`ndes.fit`
+      resolves it; see `for_steps`). Default: half of training with `target` (the
+      unregularized NFE grows while the model learns, so a short warm-up measures too low
+      a reference: see docs/training.md); with `target_nfe`, 0 when `init` is given (start
+      there), else 1.
     - `init`: the starting weight (> 0), or `None` to start at `init_ratio` of the loss.
     - `init_ratio`: $\rho$ (> 0).
     - `max_weight`: optional upper clip of the weight.
@@ -94,7 +97,7 @@ class BudgetWeight(eqx.Module):
     target: float | None = eqx.field(static=True, default=None)
     target_nfe: float | None = eqx.field(static=True, default=None)
     lr: float = eqx.field(static=True, default=0.05)
-    warmup: int | None = eqx.field(static=True, default=None)
+    warmup: int | float | None = eqx.field(static=True, default=None)
     init: float | None = eqx.field(static=True, default=None)
     init_ratio: float = eqx.field(static=True, default=0.1)
     max_weight: float | None = eqx.field(static=True, default=None)
@@ -122,8 +125,10 @@ class BudgetWeight(eqx.Module):
         if not (number(self.lr) and self.lr > 0):
             raise ValueError(f"BudgetWeight(lr={self.lr!r}) must be a positive number.")
         min_warmup = 1 if (self.target is not None or self.init is None) else 0
-        if self.warmup is not None and not (
-            isinstance(self.warmup, int) and self.warmup >= min_warmup
+        fraction = isinstance(self.warmup, float) and 0.0 < self.warmup < 1.0
+        if self.warmup is not None and not fraction and not (
+            isinstance(self.warmup, int) and not isinstance(self.warmup, bool)
+            and self.warmup >= min_warmup
         ):
             why = (
                 "a relative target measures its reference NFE during the warm-up"
@@ -132,7 +137,8 @@ class BudgetWeight(eqx.Module):
             )
             raise ValueError(
                 f"BudgetWeight(warmup={self.warmup!r}) must be an int >= {min_warmup}"
-                + (f" ({why})." if min_warmup else ".")
+                + (f" ({why})" if min_warmup else "")
+                + ", or a fraction in (0, 1) of the training steps."
             )
         if self.init is not None and not (number(self.init) and self.init > 0):
             raise ValueError(
@@ -153,14 +159,32 @@ class BudgetWeight(eqx.Module):
 
     @property
     def warmup_steps(self) -> int:
-        """`warmup`, or its default: 50 steps for a relative target, none for an absolute
-        target with an `init` (start there at once), 1 otherwise (one step measures the
-        loss and the penalty that set the starting weight)."""
-        if self.warmup is not None:
-            return self.warmup
-        if self.target is not None:
-            return 50
+        """`warmup` in steps. Defaults: half of training for a relative target (resolved by
+        `for_steps`, which `ndes.fit` calls); for an absolute target none with an `init`
+        (start there at once), else 1 (one step measures the loss and the penalty that set
+        the starting weight)."""
+        w = self.warmup
+        if w is None and self.target is not None:
+            w = 0.5
+        if isinstance(w, float):
+            raise ValueError(
+                f"BudgetWeight(target={self.target!r}) warms up for a fraction ({w}) of the "
+                "training steps, which only ndes.fit knows; in your own loop pass "
+                "warmup=N steps, or call budget.for_steps(total_steps) first."
+            )
+        if w is not None:
+            return w
         return 0 if self.init is not None else 1
+
+    def for_steps(self, total_steps: int) -> "BudgetWeight":
+        """This budget with a fractional (or default) `warmup` turned into steps of a run of
+        `total_steps` (at least 1)."""
+        w = self.warmup
+        if w is None and self.target is not None:
+            w = 0.5
+        if not isinstance(w, float):
+            return self
+        return dataclasses.replace(self, warmup=max(1, int(round(w * total_steps))))
 
     def init_state(self, dtype=None) -> BudgetState:
         """The state before the first step (weight 0 during the warm-up, else `init`)."""

@@ -315,8 +315,6 @@ def fit(
         regularizers = with_nfe_budget(
             regularizers, BudgetWeight(target_nfe=nfe_budget, lr=budget_lr), keep_init=True
         )
-    budgets = find_budget_weights(regularizers)
-    budget_names = tuple(n for n, _ in budgets)
 
     n = _num_examples(data)
     if batch_size > n:
@@ -328,6 +326,17 @@ def fit(
     total = int(steps if steps is not None else epochs * steps_per_epoch)
     if total < 0:
         raise ValueError(f"fit(steps/epochs) must be non-negative; got {total} steps.")
+    # Fractional (default) warm-ups become steps of this run.
+    regularizers = tuple(
+        jax.tree_util.tree_map(
+            lambda x: x.for_steps(total) if isinstance(x, BudgetWeight) else x,
+            r,
+            is_leaf=lambda x: isinstance(x, BudgetWeight),
+        )
+        for r in regularizers
+    )
+    budgets = find_budget_weights(regularizers)
+    budget_names = tuple(n for n, _ in budgets)
     for nm, bw in budgets:
         if total > 0 and bw.warmup_steps >= total:
             raise ValueError(
