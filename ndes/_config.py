@@ -95,7 +95,7 @@ _TOP: dict[str, tuple] = {
     "checkpoint_every": (_int(), None),
     "keep_last": (_int(), 3),
     "nfe_budget": (_float(positive=True), None),
-    "budget_lr": (_float(positive=True), 0.05),
+    "budget_lr": (_float(positive=True), 0.1),
     "run_dir": (_str, None),
 }
 _SECTIONS = ("data", "model", "optimizer", "regularizers")
@@ -190,7 +190,7 @@ _REG_COMMON: dict[str, tuple] = {
     "target_nfe": (_float(positive=True), None),
     "target": (_float(positive=True), None),
     "budget_warmup": (_int(0), None),
-    "budget_lr": (_float(positive=True), 0.05),
+    "budget_lr": (_float(positive=True), 0.1),
 }
 _REGULARIZERS: dict[str, dict[str, tuple]] = {
     "ErrorEstimate": {

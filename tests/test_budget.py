@@ -66,10 +66,10 @@ def test_absolute_target_with_init_starts_at_once_and_clips():
 
 
 def test_fractional_warmup_resolves_to_steps():
-    bw = BudgetWeight(target=0.5)  # default: half of training
+    bw = BudgetWeight(target=0.5)  # default: 40 % of training
     with pytest.raises(ValueError, match="in your own loop pass warmup=N steps"):
         bw.warmup_steps
-    assert bw.for_steps(200).warmup_steps == 100
+    assert bw.for_steps(200).warmup_steps == 80
     assert BudgetWeight(target=0.5, warmup=0.25).for_steps(200).warmup_steps == 50
     assert BudgetWeight(target=0.5, warmup=7).for_steps(200).warmup_steps == 7
     with pytest.raises(ValueError, match=r"warmup=1.5\) must be an int >= 1 .*or a fraction"):

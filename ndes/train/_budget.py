@@ -28,11 +28,14 @@ class BudgetState(eqx.Module):
     - `weight`: the weight to use at the next step (0 during the warm-up).
     - `reference_nfe`: the NFE measured during the warm-up without the penalty (the mean
       over its second half); what a relative `target` is a fraction of.
+    - `loss_scale`: the largest |task loss| seen during the warm-up (typically the initial
+      loss); what the starting weight is scaled by.
     - `step`: how many updates have been made.
     """
 
     weight: Float[Array, ""]
     reference_nfe: Float[Array, ""]
+    loss_scale: Float[Array, ""]
     step: Int[Array, ""]
 
 
@@ -52,10 +55,11 @@ class BudgetWeight(eqx.Module):
        NFE of the warm-up's second half is the *reference* $N_0$ (the relative target is
        $N = \text{target}\cdot N_0$).
     2. *Start*: at the end of the warm-up the weight starts at `init`, or, when `init` is
-       `None` (default), at $w_0 = \rho\,|\mathcal{L}| / R$ with $\rho$ = `init_ratio`,
-       $\mathcal{L}$ the task loss and $R$ the regularizer's unweighted value at that step:
-       the penalty then starts as a fixed fraction $\rho$ of the loss, whatever the units
-       of either. This is what makes one default work across problems.
+       `None` (default), at $w_0 = \rho\,\max|\mathcal{L}| / R$ with $\rho$ =
+       `init_ratio`, $\max|\mathcal{L}|$ the largest task loss of the warm-up (typically
+       the first: a fitted training loss can be near 0) and $R$ the regularizer's
+       unweighted value at that step: the penalty starts as a fixed fraction $\rho$ of the
+       loss's scale, whatever the units of either.
     3. *Adapt*: after every step,
        $$\log w \leftarrow \log w + \eta\,\operatorname{clip}\!\big(\log(\mathrm{NFE}/N),
        -1, 1\big),$$
@@ -77,11 +81,11 @@ class BudgetWeight(eqx.Module):
     - `target`: the budget as a fraction of the warm-up NFE, in (0, 1] (e.g. 0.5). Give
       exactly one of `target` and `target_nfe`.
     - `target_nfe`: the budget as an absolute NFE per solve (> 0).
-    - `lr`: $\eta$, the largest change of $\log w$ per step (> 0; default 0.05: a factor
-      of about 2 in 14 steps).
+    - `lr`: $\eta$, the largest change of $\log w$ per step (> 0; default 0.1: a factor
+      of about 2 in 7 steps).
     - `warmup`: unregularized steps before the weight starts (>= 1 with `target`, whose
       reference they measure), or a fraction in (0, 1) of the training steps (`ndes.fit`
-      resolves it; see `for_steps`). Default: half of training with `target` (the
+      resolves it; see `for_steps`). Default: 40 % of training with `target` (the
       unregularized NFE grows while the model learns, so a short warm-up measures too low
       a reference: see docs/training.md); with `target_nfe`, 0 when `init` is given (start
       there), else 1.
@@ -96,7 +100,7 @@ class BudgetWeight(eqx.Module):
 
     target: float | None = eqx.field(static=True, default=None)
     target_nfe: float | None = eqx.field(static=True, default=None)
-    lr: float = eqx.field(static=True, default=0.05)
+    lr: float = eqx.field(static=True, default=0.1)
     warmup: int | float | None = eqx.field(static=True, default=None)
     init: float | None = eqx.field(static=True, default=None)
     init_ratio: float = eqx.field(static=True, default=0.1)
@@ -159,13 +163,13 @@ class BudgetWeight(eqx.Module):
 
     @property
     def warmup_steps(self) -> int:
-        """`warmup` in steps. Defaults: half of training for a relative target (resolved by
+        """`warmup` in steps. Defaults: 40 % of training for a relative target (resolved by
         `for_steps`, which `ndes.fit` calls); for an absolute target none with an `init`
         (start there at once), else 1 (one step measures the loss and the penalty that set
         the starting weight)."""
         w = self.warmup
         if w is None and self.target is not None:
-            w = 0.5
+            w = 0.4
         if isinstance(w, float):
             raise ValueError(
                 f"BudgetWeight(target={self.target!r}) warms up for a fraction ({w}) of the "
@@ -181,7 +185,7 @@ class BudgetWeight(eqx.Module):
         `total_steps` (at least 1)."""
         w = self.warmup
         if w is None and self.target is not None:
-            w = 0.5
+            w = 0.4
         if not isinstance(w, float):
             return self
         return dataclasses.replace(self, warmup=max(1, int(round(w * total_steps))))
@@ -193,6 +197,7 @@ class BudgetWeight(eqx.Module):
         return BudgetState(
             weight=jnp.asarray(w0, dtype),
             reference_nfe=jnp.zeros((), dtype),
+            loss_scale=jnp.zeros((), dtype),
             step=jnp.zeros((), jnp.int32),
         )
 
@@ -234,6 +239,7 @@ class BudgetWeight(eqx.Module):
             in_ref, state.reference_nfe + (nfe - state.reference_nfe) / n_seen, state.reference_nfe
         )
         # Start value at the end of the warm-up.
+        loss_scale = state.loss_scale
         if self.init is not None:
             w_start = jnp.asarray(self.init, dtype)
         else:
@@ -245,7 +251,10 @@ class BudgetWeight(eqx.Module):
                 )
             loss = sg(jnp.abs(jnp.asarray(loss, dtype)))
             value = sg(jnp.asarray(value, dtype))
-            w_start = self.init_ratio * loss / jnp.maximum(value, _TINY)
+            loss_scale = jnp.where(
+                k < self.warmup_steps, jnp.maximum(state.loss_scale, loss), state.loss_scale
+            )
+            w_start = self.init_ratio * loss_scale / jnp.maximum(value, _TINY)
         # Adapt: multiplicative step on the ratio to the budget.
         budget = self.target_nfe if self.target_nfe is not None else self.target * ref
         ratio = jnp.log(jnp.maximum(nfe, _TINY) / jnp.maximum(budget, _TINY))
@@ -256,7 +265,9 @@ class BudgetWeight(eqx.Module):
         weight = jnp.where(jnp.isfinite(weight), weight, state.weight)
         if self.max_weight is not None:
             weight = jnp.minimum(weight, self.max_weight)
-        return BudgetState(weight=weight.astype(dtype), reference_nfe=ref, step=k + 1)
+        return BudgetState(
+            weight=weight.astype(dtype), reference_nfe=ref, loss_scale=loss_scale, step=k + 1
+        )
 
     def __call__(self, train_step):
         raise ValueError(

@@ -173,7 +173,7 @@ def fit(
     regularizers: Sequence[Any] = (),
     budget: Any = None,
     nfe_budget: float | None = None,
-    budget_lr: float = 0.05,
+    budget_lr: float = 0.1,
     eval_data: PyTree[ArrayLike] | None = None,
     eval_fn: Callable[..., dict[str, Any]] | None = None,
     eval_every: int | None = None,
