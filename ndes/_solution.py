@@ -16,7 +16,8 @@ class Solution(diffrax.Solution):
     mean in diffrax, and `isinstance(sol, diffrax.Solution)` holds), plus:
 
     - `penalty`: scalar, the weighted sum of every regularizer's value; differentiable.
-      Zero when no regularizers were given.
+      Zero when no regularizers were given; NaN (as is every `penalty_terms` value) when the
+      solve failed (`result` an error under `throw=False`, or a NaN in `ys`).
     - `penalty_terms`: dict from regularizer name to its *unweighted* value (names are made
       unique with a suffix `_1`, `_2`, ... when a regularizer type appears twice).
     - `stats["num_fevals"]`: exact number of vector-field evaluations (all attempted steps,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -134,20 +136,39 @@ class _Kinds:
 
 
 def _concrete_float(x) -> float | None:
+    if isinstance(x, bool):
+        return None
     if isinstance(x, numbers.Real):
         return float(x)
-    if isinstance(x, np.ndarray) and x.shape == ():
-        return float(x)
+    if isinstance(x, np.ndarray | jax.Array) and not isinstance(x, jax.core.Tracer):
+        if x.shape == () and jnp.issubdtype(x.dtype, jnp.number):
+            return float(x)
     return None
 
 
-def _check_times(t0, t1, dt0) -> None:
+def _check_times(t0, t1, dt0):
+    """Static checks of `dt0` (when concrete); returns `dt0`, with a run-time check that it is
+    non-zero when it is traced."""
     a, b, d = _concrete_float(t0), _concrete_float(t1), _concrete_float(dt0)
+    if d is not None and (d == 0 or not math.isfinite(d)):
+        raise ValueError(
+            f"dt0={d} must be a finite, non-zero initial step size with the sign of t1 - t0 "
+            "(e.g. dt0=0.1 for t1 > t0), or dt0=None to let an adaptive controller choose; a "
+            "zero step never advances the solve."
+        )
     if a is not None and b is not None and d is not None and (b - a) * d < 0:
         raise ValueError(
             f"dt0={d} points away from t1: with t0={a} and t1={b} it must have the sign of "
             f"t1 - t0 (use dt0={-d}), or dt0=None to let the controller choose."
         )
+    if dt0 is not None and d is None and isinstance(dt0, jax.Array):
+        dt0 = eqx.error_if(
+            dt0,
+            jnp.any(dt0 == 0),
+            "dt0 is 0: a zero initial step size never advances the solve; pass a non-zero "
+            "dt0 with the sign of t1 - t0, or dt0=None to let an adaptive controller choose.",
+        )
+    return dt0
 
 
 def _fsal_first_step_flag(solver_state) -> Any:
@@ -158,6 +179,17 @@ def _fsal_first_step_flag(solver_state) -> Any:
         if jnp.result_type(flag) == jnp.bool_:
             return flag
     return True
+
+
+def _failed(result, ys) -> Any:
+    """Whether the solve failed: `result` is an error, or a saved state is NaN. (Saved
+    states the solve never reached, e.g. after an event, are +-inf, not NaN.)"""
+    failed = jnp.invert(diffrax.is_okay(result))
+    for leaf in jtu.tree_leaves(ys):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            failed = failed | jnp.any(jnp.isnan(leaf))
+    return failed
 
 
 def _is_none(x) -> bool:
@@ -221,7 +253,11 @@ def diffeqsolve(
     sum), `penalty_terms` (name -> unweighted value) and `stats["num_fevals"]` (which
     includes the extra step of the local regularizers). With local regularizers, also
     `stats["local_sample_time"]` and `stats["local_step_size"]` (the sampled time and the
-    step size of the extra step).
+    step size of the extra step). Every penalty is non-negative and the same for a
+    backward solve (`t1 < t0`) as for its forward mirror. When the solve fails
+    (`throw=False` and `result` is an error -- neither successful nor an event -- or a
+    saved state is NaN), `penalty` and every `penalty_terms` value are NaN instead of the
+    partial sum (which would often be 0 and pass for cheap dynamics).
 
     **Gradients.** The penalty is differentiated through the accepted steps with the step
     sizes treated as constants (diffrax's controller stops gradients through them), as in
@@ -230,11 +266,12 @@ def diffeqsolve(
     accumulated penalty and is refused when regularizers are given.
 
     **Raises:** `ValueError` / `TypeError` for bad input, each naming the argument and the
-    fix; diffrax's own errors otherwise.
+    fix (e.g. a `dt0` that is 0, non-finite or points away from `t1`; a traced `dt0` of 0
+    raises at run time through `eqx.error_if`); diffrax's own errors otherwise.
     """
     regs = _as_regularizers(regularizers)
     kinds = _Kinds.of(regs)
-    _check_times(t0, t1, dt0)
+    dt0 = _check_times(t0, t1, dt0)
     kinds.check(
         solver,
         terms,
@@ -270,7 +307,7 @@ def diffeqsolve(
     if kinds.integral:
         augmentation = Augmentation(tuple(r.prepare(y0) for r in kinds.integral))
         run_terms, run_y0, run_controller, run_saveat = augmentation.problem(
-            terms, y0, stepsize_controller, saveat
+            terms, y0, stepsize_controller, saveat, t0, run_t1
         )
         hooks = [ProjectedHook(h) for h in hooks]
 
@@ -362,6 +399,12 @@ def diffeqsolve(
         if len(cost.per_attempt) > 1:
             stats["num_fevals_per_term"] = counts
 
+    if values:
+        # A failed solve (diffrax's `result` not okay, e.g. max_steps reached after every
+        # step was rejected) or a NaN state has no meaningful penalty: report NaN rather
+        # than the partial (often 0) sum, so that the failure cannot pass for cheap dynamics.
+        failed = _failed(sol.result, ys)
+        values = [jnp.where(failed, jnp.nan, v) for v in values]
     penalty_terms: dict[str, Any] = {}
     penalty = jnp.zeros((), dtype)
     for name, w, v in zip(_unique_names(penalised), weights, values, strict=True):

@@ -3,8 +3,11 @@ TaylorDerivative).
 
 An integral regularizer penalises $\\int_{t_0}^{t_1} r(t, y(t))\\,dt$. Following Finlay et al.
 2020, the integral is computed by the solver itself: the state becomes `(y, (a_1, ..., a_m))`
-with $\\dot a_i = r_i(t, y)$ and $a_i(t_0) = 0$, so every accepted step integrates the penalty
-with the solver's own quadrature. Three things keep this invisible to the user:
+with $\\dot a_i = \\sigma\\, r_i(t, y)$, $\\sigma = \\operatorname{sign}(t_1 - t_0)$ and
+$a_i(t_0) = 0$, so every accepted step integrates the penalty with the solver's own quadrature.
+The sign makes the penalty $\\int r\\,|dt|$: a backward solve ($t_1 < t_0$) gives the same
+non-negative value as its forward mirror, instead of a negative "penalty" that minimisation
+would *increase*. Three things keep this invisible to the user:
 
 - **Step-size control.** The adaptive controller is given a norm that reads only the `y` part
   of the (scaled) error, so the accepted/rejected step sequence is that of the unaugmented
@@ -71,9 +74,11 @@ def sum_squares(tree: PyTree[Array]) -> Float[Array, ""]:
 class AbstractIntegralRegularizer(AbstractRegularizer):
     """A penalty $\\int_{t_0}^{t_1} r(t, y(t))\\,dt$ integrated as extra state.
 
-    Subclasses give the integrand `rate`. When the state is a batch of trajectories solved
-    jointly (`batch_axis` set), `rate` must be the batch *sum*; it is divided by the batch size
-    so that the penalty is the per-trajectory mean.
+    Subclasses give the integrand `rate` ($r \\ge 0$). The integral is over $|dt|$: a
+    backward solve ($t_1 < t_0$) gives the same non-negative value as its forward mirror.
+    When the state is a batch of trajectories solved jointly (`batch_axis` set), `rate` must
+    be the batch *sum*; it is divided by the batch size so that the penalty is the
+    per-trajectory mean.
     """
 
     batch_axis: eqx.AbstractVar[int | None]
@@ -110,6 +115,7 @@ class _AugmentedField(eqx.Module):
 
     field: Callable
     regularizers: tuple[AbstractIntegralRegularizer, ...]
+    direction: Array  # sign(t1 - t0): the accumulators integrate r |dt|, never r dt
     scales: tuple[float, ...] = eqx.field(static=True)
 
     def __call__(self, t, state, args):
@@ -119,8 +125,9 @@ class _AugmentedField(eqx.Module):
         else:
             fy, vjp_fn = self.field(t, y, args), None
         dtype = _dtype(y)
+        direction = self.direction.astype(dtype)
         rates = tuple(
-            (r.rate(t, y, args, self.field, fy, vjp_fn) / s).astype(dtype)
+            (direction * r.rate(t, y, args, self.field, fy, vjp_fn) / s).astype(dtype)
             for r, s in zip(self.regularizers, self.scales, strict=True)
         )
         return fy, rates
@@ -261,12 +268,14 @@ class Augmentation(eqx.Module):
         for r in regularizers:
             r.check(terms, solver)
 
-    def problem(self, terms, y0, controller, saveat):
-        """`(terms, y0, controller, saveat)` of the augmented solve."""
+    def problem(self, terms, y0, controller, saveat, t0, t1):
+        """`(terms, y0, controller, saveat)` of the augmented solve on `[t0, t1]` (either
+        direction: the accumulators integrate the rates against `|dt|`)."""
         y0 = jtu.tree_map(jnp.asarray, y0)
         dtype = _dtype(y0)
         scales = tuple(float(batch_count(r, y0)) for r in self.regularizers)
-        field = _AugmentedField(terms.vector_field, self.regularizers, scales)
+        direction = jnp.where(jnp.asarray(t0) <= jnp.asarray(t1), 1, -1)
+        field = _AugmentedField(terms.vector_field, self.regularizers, direction, scales)
         acc0 = tuple(jnp.zeros((), dtype) for _ in self.regularizers)
         subs = jtu.tree_map(
             lambda s: eqx.tree_at(lambda x: x.fn, s, _ProjectFn(s.fn)),

@@ -9,11 +9,15 @@ by the global solver-heuristic regularizers.
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any, Literal
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
 __all__ = [
@@ -41,8 +45,11 @@ def check_aggregate(aggregate: str, owner: str) -> None:
 class AbstractRegularizer(eqx.Module):
     """A penalty that makes a learned differential equation cheaper to solve.
 
-    Every regularizer has a `weight`: either a number or a schedule (any callable of the
-    training step, such as an `optax` schedule), resolved by `resolve_weight`.
+    Every regularizer has a `weight`: either a finite non-negative number or a schedule (any
+    callable of the training step, such as an `optax` schedule), resolved by
+    `resolve_weight`. Anything else (a negative, infinite or NaN number, a string, an array
+    of more than one element) raises `ValueError` at construction; a schedule's value is
+    checked when the solve runs (`eqx.error_if`: negative or non-finite raises).
     """
 
     weight: eqx.AbstractVar[Weight]
@@ -52,27 +59,65 @@ class AbstractRegularizer(eqx.Module):
         return type(self).__name__
 
     def resolve_weight(self, train_step: ArrayLike | None) -> Float[Array, ""]:
-        """The weight at `train_step` (required when the weight is a schedule)."""
+        """The weight at `train_step` (required when the weight is a schedule).
+
+        A schedule's value, and a weight that was traced when the regularizer was built, are
+        checked at run time (`eqx.error_if`): a negative or non-finite weight raises an
+        error instead of silently giving a negative, infinite or NaN penalty.
+        """
         if callable(self.weight):
             if train_step is None:
                 raise ValueError(
                     f"{self.name}.weight is a schedule, so ndes.diffeqsolve needs "
                     "`train_step=` (the optimiser step count) to evaluate it."
                 )
-            return jnp.asarray(self.weight(train_step))
-        return jnp.asarray(self.weight)
+            w = jnp.asarray(self.weight(train_step))
+            return _checked_weight(
+                w,
+                f"{self.name}.weight (a schedule)'s value",
+                f"{self.name}.weight (a schedule) returned a negative or non-finite (NaN/inf) "
+                "value at this train_step; the schedule must return finite values >= 0.",
+            )
+        w = jnp.asarray(self.weight)
+        if isinstance(self.weight, jax.core.Tracer):
+            return _checked_weight(
+                w, f"{self.name}.weight", f"{self.name}.weight is negative or non-finite (NaN/inf)."
+            )
+        return w
 
     def check_weight(self) -> None:
-        if not callable(self.weight):
-            try:
-                w = float(self.weight)
-            except TypeError:
-                return  # a traced weight: accepted as is
-            if not w >= 0:
-                raise ValueError(
-                    f"{self.name}(weight={self.weight!r}) must be a non-negative number or "
-                    "a schedule (a callable of the training step)."
-                )
+        """Raise `ValueError` unless the weight is a finite non-negative real number, a
+        schedule (a callable of the training step), or traced (checked when resolved)."""
+        w = self.weight
+        if callable(w) or isinstance(w, jax.core.Tracer):
+            return
+        if _is_real_scalar(w):
+            value = float(w)
+            if math.isfinite(value) and value >= 0:
+                return
+        raise ValueError(
+            f"{self.name}(weight={w!r}) must be a finite non-negative number (e.g. 1e-2) or "
+            "a schedule (a callable of the training step, e.g. optax.constant_schedule(1e-2))."
+        )
+
+
+def _is_real_scalar(w) -> bool:
+    """A real number or a 0-d real (bool excluded) NumPy / JAX array."""
+    if isinstance(w, bool | np.bool_):
+        return False
+    if isinstance(w, numbers.Real):
+        return True
+    if isinstance(w, np.ndarray | jax.Array) and np.shape(w) == ():
+        dtype = np.dtype(w.dtype)
+        return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    return False
+
+
+def _checked_weight(w: Array, owner: str, message: str) -> Array:
+    """`w`, checked to be a scalar (statically) and finite and non-negative (at run time)."""
+    if jnp.ndim(w) != 0:
+        raise ValueError(f"{owner} must be a scalar; got shape {jnp.shape(w)}.")
+    return eqx.error_if(w, ~(jnp.isfinite(w) & (w >= 0)), message)
 
 
 class StepInfo(eqx.Module):

@@ -134,7 +134,7 @@ class ErrorEstimate(AbstractStepRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `rtol`, `atol`, `norm`: the tolerances defining $E_j$. `None` (the default) takes them
       from the adaptive step-size controller; they are required with a constant step size.
     - `aggregate`: `"sum"` (default), `"mean"` or `"max"` over the accepted steps.

@@ -28,14 +28,16 @@ class KineticEnergy(AbstractIntegralRegularizer):
     evaluation that the solve makes anyway: no extra evaluations, one extra scalar per stage.
     The extra state takes no part in step-size control, so `ys` and the step sequence are
     those of the unregularized solve. Units: $|y|^2 / \text{time}$ (the squared norm of the
-    velocity, integrated over time), per trajectory.
+    velocity, integrated over time), per trajectory. The integral is over $|dt|$, so a
+    backward solve ($t_1 < t_0$) gives the same non-negative value as its forward mirror
+    (as for `JacobianFrobenius` and `TaylorDerivative`).
 
     Needs `terms=diffrax.ODETerm(...)`; with an adaptive controller, a `diffrax.PIDController`
     (optionally inside `diffrax.ClipStepSizeController`).
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `batch_axis`, `batch_size`: for a batch of trajectories solved jointly as one state,
       the axis of every leaf that indexes the trajectories; the penalty is then the mean over
       trajectories (`batch_size` is accepted for symmetry with `ndes.ErrorEstimate` and
@@ -92,7 +94,7 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `key`: a PRNG key (`jax.random.key(...)`) for the probe; pass a fresh one per training
       step (and, to give every trajectory its own probe under `jax.vmap`, one per trajectory).
     - `probe`: `"gaussian"` (default) or `"rademacher"` (lower variance).

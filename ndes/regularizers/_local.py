@@ -140,7 +140,7 @@ class LocalErrorEstimate(AbstractLocalRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `sampling`: `"unbiased"` (default): $t_s \sim U(t_0, t_1)$; `"biased"`: $t_s$ uniform
       over the accepted step start times ($t_1$ excluded), as in the paper.
     - `key`: a PRNG key (`jax.random.key(...)`), required; pass a fresh one per training
@@ -202,7 +202,7 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `sampling`, `key`: as in `ndes.LocalErrorEstimate`.
     - `batch_axis`, `batch_size`: per-trajectory estimates of a joint batch solve, averaged.
 
@@ -305,6 +305,14 @@ def shared_sampling(regs) -> tuple[str, Any, Any]:
     return samplings.pop(), key, forced
 
 
+def _promote(x, time_dtype) -> Array:
+    """`x` as an array of `result_type(x, time_dtype)` (diffrax's promotion of `y0`)."""
+    x = jnp.asarray(x)
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.result_type(x, time_dtype)
+    return x.astype(dtype)
+
+
 def make_sampler(regs, t0, t1, y0) -> tuple[_Sampler, Array]:
     """The sampler hook for the local regularizers `regs` of a solve on `[t0, t1]`, and the
     time direction."""
@@ -320,7 +328,9 @@ def make_sampler(regs, t0, t1, y0) -> tuple[_Sampler, Array]:
         time = (t0 + u * (t1 - t0)) * direction
     else:
         time = None
-    y0 = jtu.tree_map(jnp.asarray, y0)
+    # diffrax promotes the state to the time dtype (float32 `y0` with float64 times under
+    # `jax_enable_x64` is solved in float64): record it in the dtype the solve uses.
+    y0 = jtu.tree_map(lambda x: _promote(x, time_dtype), y0)
     leaves, treedef = jtu.tree_flatten(y0)
     structs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves)
     sampler = _Sampler(
@@ -335,7 +345,9 @@ def local_step_values(regs, sample: LocalSample, solver, terms, args, direction)
     sg = jax.lax.stop_gradient
     t_a = sg(sample.t_start * direction)
     t_b = sg(sample.t_end * direction)
-    y = sg(sample.y)
+    # As diffrax does for the solve itself: the state in (at least) the time dtype, so that
+    # the step's `y + dt * k` stays in the state's dtype (float32 `y0`, float64 times).
+    y = jtu.tree_map(lambda x: _promote(x, t_a.dtype), sg(sample.y))
     state = solver.init(terms, t_a, t_b, y, args)
     y1, y_error, dense_info, _, _ = solver.step(terms, t_a, t_b, y, args, state, False)
     info = StepInfo(terms, solver, t_a, t_b, y, y1, y_error, dense_info, args)

@@ -65,7 +65,7 @@ class StiffnessEstimate(AbstractStepRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `aggregate`: `"max"` (default), `"sum"` or `"mean"` over accepted steps.
     - `batch_axis`, `batch_size`: for a batch of trajectories solved jointly as one state
       (every leaf has the batch along `batch_axis`), estimate $\hat\lambda$ per trajectory

@@ -59,7 +59,7 @@ class TaylorDerivative(AbstractIntegralRegularizer):
 
     **Arguments:**
 
-    - `weight`: a non-negative float or a schedule (callable of the training step).
+    - `weight`: a finite non-negative number or a schedule (callable of the training step).
     - `order`: $K$, 2 (default) or 3. Kelly et al. found $K$ = the solver's order to work
       best; higher orders cost more per evaluation.
     - `batch_axis`, `batch_size`: as in `ndes.KineticEnergy` (per-trajectory mean of a joint
