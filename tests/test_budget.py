@@ -24,8 +24,8 @@ def _run(bw: BudgetWeight, nfes, losses=None, values=None):
     return out
 
 
-def test_warmup_reference_start_and_log_space_steps():
-    bw = BudgetWeight(target=0.5, warmup=4, lr=0.1, init_ratio=0.2)
+def test_warmup_reference_start_and_pi_steps():
+    bw = BudgetWeight(target=0.5, warmup=4, lr=0.1, gain=0.5, average=0.0, init_ratio=0.2)
     nfes = [100.0, 120.0, 140.0, 160.0, 200.0, 60.0, 75.0]
     states = _run(bw, nfes, losses=[2.0] * 7, values=[4.0] * 7)
     w = [float(s.weight) for s in states]
@@ -34,13 +34,24 @@ def test_warmup_reference_start_and_log_space_steps():
     # Reference: the mean NFE over the warm-up's second half (steps 2 and 3).
     np.testing.assert_allclose(float(states[4].reference_nfe), 150.0)
     np.testing.assert_allclose(float(bw.budget(states[4])), 75.0)
-    # Start: init_ratio * |loss| / value, whatever the units.
+    # Start: init_ratio * max|loss| / value, whatever the units.
     np.testing.assert_allclose(w[4], 0.2 * 2.0 / 4.0)
-    # Then log w moves by lr * clip(log(NFE / budget), -1, 1).
-    np.testing.assert_allclose(w[5], w[4] * np.exp(0.1 * min(np.log(200 / 75), 1.0)))
-    np.testing.assert_allclose(w[6], w[5] * np.exp(0.1 * np.log(60 / 75)))
-    np.testing.assert_allclose(w[7], w[6], rtol=1e-12)  # at the budget: unchanged
+    # Then I += lr * e and log w = I + gain * e, e = clip(log(NFE / budget), -1, 1).
+    i, e = np.log(0.1), min(np.log(200 / 75), 1.0)
+    i += 0.1 * e
+    np.testing.assert_allclose(w[5], np.exp(i + 0.5 * e), rtol=1e-6)
+    e = np.log(60 / 75)
+    i += 0.1 * e
+    np.testing.assert_allclose(w[6], np.exp(i + 0.5 * e), rtol=1e-6)  # under budget: lets go
+    np.testing.assert_allclose(w[7], np.exp(i), rtol=1e-6)  # at the budget: the integral
     assert int(states[-1].step) == 7
+
+
+def test_nfe_is_averaged():
+    bw = BudgetWeight(target_nfe=10.0, init=1.0, lr=0.1, gain=0.0, average=0.5)
+    states = _run(bw, [10.0, 40.0])
+    np.testing.assert_allclose(float(states[2].nfe_average), 0.5 * 10 + 0.5 * 40)
+    np.testing.assert_allclose(float(states[2].weight), np.exp(0.1 * np.log(25 / 10)), rtol=1e-6)
 
 
 def test_scale_free():
@@ -57,7 +68,7 @@ def test_scale_free():
 
 
 def test_absolute_target_with_init_starts_at_once_and_clips():
-    bw = BudgetWeight(target_nfe=10.0, init=0.5, lr=1.0, max_weight=2.0)
+    bw = BudgetWeight(target_nfe=10.0, init=0.5, lr=1.0, gain=0.0, max_weight=2.0)
     assert bw.warmup_steps == 0
     states = _run(bw, [1000.0, 1000.0])
     assert float(states[0].weight) == 0.5
@@ -68,7 +79,7 @@ def test_absolute_target_with_init_starts_at_once_and_clips():
 def test_fractional_warmup_resolves_to_steps():
     bw = BudgetWeight(target=0.5)  # default: 40 % of training
     with pytest.raises(ValueError, match="in your own loop pass warmup=N steps"):
-        bw.warmup_steps
+        _ = bw.warmup_steps
     assert bw.for_steps(200).warmup_steps == 80
     assert BudgetWeight(target=0.5, warmup=0.25).for_steps(200).warmup_steps == 50
     assert BudgetWeight(target=0.5, warmup=7).for_steps(200).warmup_steps == 7
@@ -99,6 +110,10 @@ def test_errors():
         BudgetWeight(target_nfe=0)
     with pytest.raises(ValueError, match="lr=0"):
         BudgetWeight(target=0.5, lr=0)
+    with pytest.raises(ValueError, match="gain=-1"):
+        BudgetWeight(target=0.5, gain=-1)
+    with pytest.raises(ValueError, match=r"average=1.0\) must lie in \[0, 1\)"):
+        BudgetWeight(target=0.5, average=1.0)
     with pytest.raises(ValueError, match="warmup=0.*measures its reference"):
         BudgetWeight(target=0.5, warmup=0)
     with pytest.raises(ValueError, match="warmup=0.*init=None"):

@@ -30,12 +30,17 @@ class BudgetState(eqx.Module):
       over its second half); what a relative `target` is a fraction of.
     - `loss_scale`: the largest |task loss| seen during the warm-up (typically the initial
       loss); what the starting weight is scaled by.
+    - `nfe_average`: an exponential moving average of the measured NFE (the controller's
+      input; one batch's NFE is noisy).
+    - `log_integral`: the integral part of log(weight).
     - `step`: how many updates have been made.
     """
 
     weight: Float[Array, ""]
     reference_nfe: Float[Array, ""]
     loss_scale: Float[Array, ""]
+    nfe_average: Float[Array, ""]
+    log_integral: Float[Array, ""]
     step: Int[Array, ""]
 
 
@@ -60,15 +65,19 @@ class BudgetWeight(eqx.Module):
        the first: a fitted training loss can be near 0) and $R$ the regularizer's
        unweighted value at that step: the penalty starts as a fixed fraction $\rho$ of the
        loss's scale, whatever the units of either.
-    3. *Adapt*: after every step,
-       $$\log w \leftarrow \log w + \eta\,\operatorname{clip}\!\big(\log(\mathrm{NFE}/N),
-       -1, 1\big),$$
-       a multiplicative (log-space) dual ascent on the constraint
-       $\mathbb{E}[\mathrm{NFE}] \le N$: the weight grows by a factor $e^{\eta}$ at most
-       per step while solves are too expensive and shrinks by the same factor while they
-       are cheaper than the budget. The step is scale-free: it depends on the *ratio*
-       NFE/N, never on the loss's or the penalty's units, so $\eta$ (`lr`) needs no tuning
-       per problem.
+    3. *Adapt*: with $e = \operatorname{clip}(\log(\bar N / N), -1, 1)$, where $\bar N$ is
+       an exponential moving average of the measured NFE (decay `average`), after every
+       step
+       $$I \leftarrow I + \eta\,e, \qquad \log w = I + \kappa\,e,$$
+       a proportional-integral controller in log space (as adaptive step-size controllers
+       are, Söderlind 2002): the integral $I$ (started at $\log w_0$) is the slow dual
+       ascent on $\mathbb{E}[\mathrm{NFE}] \le N$; the proportional term ($\kappa$ =
+       `gain`) pushes at once while solves are over budget and *lets go at once* when they
+       fall below it. The cost answers the weight with a lag of tens of optimiser steps; a
+       pure integral fast enough to matter overshoots through that lag and collapses the
+       model (measured: see docs/training.md), the proportional term damps it. Both are
+       scale-free: they depend on the *ratio* NFE/N, never on the loss's or the penalty's
+       units, so $\eta$ and $\kappa$ need no tuning per problem.
 
     NFE is the number of vector-field evaluations per solve that the loss reports for the
     step (`aux["num_fevals"]`, averaged over a `vmap`ped batch). The reference is measured
@@ -81,8 +90,11 @@ class BudgetWeight(eqx.Module):
     - `target`: the budget as a fraction of the warm-up NFE, in (0, 1] (e.g. 0.5). Give
       exactly one of `target` and `target_nfe`.
     - `target_nfe`: the budget as an absolute NFE per solve (> 0).
-    - `lr`: $\eta$, the largest change of $\log w$ per step (> 0; default 0.1: a factor
-      of about 2 in 7 steps).
+    - `lr`: $\eta$, the integral gain: the largest change of $I$ per step (> 0; default
+      0.02: a factor of about 2 in 35 steps at twice the budget).
+    - `gain`: $\kappa$, the proportional gain (>= 0; default 1: $w$ is $e\times$ its
+      integral at $e\times$ the budget).
+    - `average`: the decay of the NFE's moving average, in [0, 1) (default 0.9).
     - `warmup`: unregularized steps before the weight starts (>= 1 with `target`, whose
       reference they measure), or a fraction in (0, 1) of the training steps (`ndes.fit`
       resolves it; see `for_steps`). Default: 40 % of training with `target` (the
@@ -100,7 +112,9 @@ class BudgetWeight(eqx.Module):
 
     target: float | None = eqx.field(static=True, default=None)
     target_nfe: float | None = eqx.field(static=True, default=None)
-    lr: float = eqx.field(static=True, default=0.1)
+    lr: float = eqx.field(static=True, default=0.02)
+    gain: float = eqx.field(static=True, default=1.0)
+    average: float = eqx.field(static=True, default=0.9)
     warmup: int | float | None = eqx.field(static=True, default=None)
     init: float | None = eqx.field(static=True, default=None)
     init_ratio: float = eqx.field(static=True, default=0.1)
@@ -128,11 +142,20 @@ class BudgetWeight(eqx.Module):
             )
         if not (number(self.lr) and self.lr > 0):
             raise ValueError(f"BudgetWeight(lr={self.lr!r}) must be a positive number.")
+        if not (number(self.gain) and self.gain >= 0):
+            raise ValueError(f"BudgetWeight(gain={self.gain!r}) must be a non-negative number.")
+        if not (number(self.average) and 0 <= self.average < 1):
+            raise ValueError(f"BudgetWeight(average={self.average!r}) must lie in [0, 1).")
         min_warmup = 1 if (self.target is not None or self.init is None) else 0
         fraction = isinstance(self.warmup, float) and 0.0 < self.warmup < 1.0
-        if self.warmup is not None and not fraction and not (
-            isinstance(self.warmup, int) and not isinstance(self.warmup, bool)
-            and self.warmup >= min_warmup
+        if (
+            self.warmup is not None
+            and not fraction
+            and not (
+                isinstance(self.warmup, int)
+                and not isinstance(self.warmup, bool)
+                and self.warmup >= min_warmup
+            )
         ):
             why = (
                 "a relative target measures its reference NFE during the warm-up"
@@ -198,6 +221,8 @@ class BudgetWeight(eqx.Module):
             weight=jnp.asarray(w0, dtype),
             reference_nfe=jnp.zeros((), dtype),
             loss_scale=jnp.zeros((), dtype),
+            nfe_average=jnp.zeros((), dtype),
+            log_integral=jnp.log(jnp.asarray(max(w0, _TINY), dtype)),
             step=jnp.zeros((), jnp.int32),
         )
 
@@ -255,18 +280,32 @@ class BudgetWeight(eqx.Module):
                 k < self.warmup_steps, jnp.maximum(state.loss_scale, loss), state.loss_scale
             )
             w_start = self.init_ratio * loss_scale / jnp.maximum(value, _TINY)
-        # Adapt: multiplicative step on the ratio to the budget.
+        # Adapt: a PI controller on the log of the (averaged) NFE over the budget.
+        avg = jnp.where(k == 0, nfe, self.average * state.nfe_average + (1 - self.average) * nfe)
         budget = self.target_nfe if self.target_nfe is not None else self.target * ref
-        ratio = jnp.log(jnp.maximum(nfe, _TINY) / jnp.maximum(budget, _TINY))
-        log_w = jnp.log(jnp.maximum(state.weight, _TINY)) + self.lr * jnp.clip(ratio, -1.0, 1.0)
-        adapted = jnp.exp(log_w)
+        error = jnp.clip(jnp.log(jnp.maximum(avg, _TINY) / jnp.maximum(budget, _TINY)), -1.0, 1.0)
         warmup = self.warmup_steps
-        weight = jnp.where(k + 1 < warmup, 0.0, jnp.where(k + 1 == warmup, w_start, adapted))
+        starting = k + 1 == warmup
+        log_integral = jnp.where(
+            starting,
+            jnp.log(jnp.maximum(w_start, _TINY)),
+            jnp.where(k + 1 < warmup, state.log_integral, state.log_integral + self.lr * error),
+        )
+        if self.max_weight is not None:
+            log_integral = jnp.minimum(log_integral, jnp.log(self.max_weight))
+        adapted = jnp.exp(log_integral + jnp.where(starting, 0.0, self.gain * error))
+        weight = jnp.where(k + 1 < warmup, 0.0, adapted)
         weight = jnp.where(jnp.isfinite(weight), weight, state.weight)
+        log_integral = jnp.where(jnp.isfinite(log_integral), log_integral, state.log_integral)
         if self.max_weight is not None:
             weight = jnp.minimum(weight, self.max_weight)
         return BudgetState(
-            weight=weight.astype(dtype), reference_nfe=ref, loss_scale=loss_scale, step=k + 1
+            weight=weight.astype(dtype),
+            reference_nfe=ref,
+            loss_scale=loss_scale,
+            nfe_average=avg,
+            log_integral=log_integral.astype(dtype),
+            step=k + 1,
         )
 
     def __call__(self, train_step):
