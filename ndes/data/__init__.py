@@ -17,7 +17,7 @@ from ._missing import drop_observations as drop_observations
 from ._synthetic import lotka_volterra as lotka_volterra
 from ._synthetic import ornstein_uhlenbeck as ornstein_uhlenbeck
 from ._synthetic import spirals as spirals
-from ._uea import available_uea as available_uea
 from ._uea import Split as Split
 from ._uea import UEADataset as UEADataset
+from ._uea import available_uea as available_uea
 from ._uea import load_uea as load_uea
