@@ -53,3 +53,15 @@ def test_unknown_name_lists_what_aeon_ships():
         nd.load_uea("Nope")
     with pytest.raises(ValueError, match="unknown dataset 'Airline'"):
         nd.load_uea("Airline")  # a forecasting series, not a classification set
+
+
+def test_cde_features_warns_on_unstandardised_values():
+    times = np.tile(np.arange(5.0), (2, 1))
+    values = np.random.default_rng(0).normal(size=(2, 5, 1)) * 1e3
+    with pytest.warns(UserWarning, match=r"values reach \|x\| = .*standardise them first"):
+        nd.cde_features(times, values)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nd.cde_features(times, values / 1e3)  # standardised: silent

@@ -6,6 +6,8 @@ would otherwise return NaN coefficients for an all-NaN channel and the solver wo
 produce NaN.
 """
 
+import warnings
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,9 @@ def _check_sizes(shape: tuple[int, ...], what: str) -> None:
             raise ValueError(
                 f"{what} of shape {shape} has no {name} (axis {axis} is empty); {fix}."
             )
+
+
+_LARGE = 100.0  # |value| above which cde_features warns that the data are not standardised
 
 
 def _check_times(times: np.ndarray, shape: tuple[int, ...], what: str) -> None:
@@ -124,6 +129,16 @@ def cde_features(
     for name, v in (("time_scale", time_scale), ("count_scale", count_scale)):
         if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v > 0):
             raise ValueError(f"cde_features({name}={v!r}) must be a positive finite number.")
+    big = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    if big > _LARGE:
+        warnings.warn(
+            f"cde_features: values reach |x| = {big:.3g}; standardise them first (per channel, "
+            "with train statistics, as ndes.data.load_uea does). A CDE's state moves by "
+            "f(z) dX, so increments this large make the solve stiff and its gradients "
+            "overflow (measured: inf gradients at values ~1e3).",
+            UserWarning,
+            stacklevel=2,
+        )
     filled = np.stack([_fill_forward(v) for v in values])
     intensity = np.cumsum(~np.isnan(values), axis=1).astype(np.float64) / count_scale
     return np.concatenate([(span / time_scale)[..., None], filled, intensity], axis=-1)
