@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     path = out / "results.json"
     records = json.loads(path.read_text()) if path.exists() else []
     done = {_key(r) for r in records}
-    model_of = {"digits": "node", "ode": "node", "latent": "latent_sde"}
+    model_of = {"digits": "node", "ode": "neural_ode", "latent": "latent_sde"}
     plan = _plan(a)
     print(
         f"# generalization suite: {len(plan)} runs ({platform.machine()}, "

@@ -5,6 +5,8 @@ import math
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
@@ -29,6 +31,7 @@ FIELDS = {
 }
 
 
+@pytest.mark.slow  # three compiles of a gradient through a solve: ~100 s on 2 cores
 def test_ode_family_quick():
     assert {"vanderpol", "fitzhugh_nagumo", "lotka_volterra"} <= set(_gen_ode.PROBLEMS)
     cfg = SuiteConfig(quick=True)
