@@ -65,7 +65,7 @@ def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> t
 
 
 def budget_for(method: str, steps: int):
-    """`BudgetWeight(target=0.5)` with its defaults for budget rows (warm-up: half of the
+    """`BudgetWeight(target=0.5)` with its defaults for budget rows (warm-up: 40 % of the
     `steps`, as `ndes.fit` resolves the default; given in steps so that hand-written loops
     can use it too), `None` otherwise."""
     if method != "budget":
