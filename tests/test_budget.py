@@ -187,3 +187,25 @@ def test_fit_meets_half_the_cost_at_any_loss_scale(scale):
 
 def test_public_name():
     assert ndes.BudgetWeight is BudgetWeight
+
+
+def test_fit_names_missing_penalty_terms():
+    def loss_fn(model, batch, *, key, regularizers, train_step):
+        aux = {"num_fevals": 10.0 + 40.0 * model.a**2}
+        if regularizers:
+            aux["penalty"] = regularizers[0].weight * model.a**2  # no penalty_terms
+        return jnp.mean((model.a - batch) ** 2), aux
+
+    with pytest.raises(ValueError, match=r"no penalty_terms\['ToyReg'\].*solution_aux"):
+        fit(
+            Scalar(jnp.asarray(0.0)),
+            np.full((4,), 2.0),
+            loss_fn,
+            optax.sgd(0.1),
+            key=jax.random.key(0),
+            batch_size=4,
+            steps=10,
+            progress=False,
+            regularizers=(ToyReg(1.0),),
+            budget=BudgetWeight(target=0.5, warmup=2),
+        )

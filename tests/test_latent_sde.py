@@ -218,6 +218,8 @@ def test_regularizers_on_posterior_solve(getkey):
         ma, getkey()
     )
     assert jnp.isfinite(e) and parts["penalty"] > 0 and parts["num_fevals"] > 0
+    # The unweighted value too (what ndes.BudgetWeight reads): weight 1, so it is the penalty.
+    assert float(parts["penalty_terms"]["ErrorEstimate"]) == pytest.approx(float(parts["penalty"]))
 
 
 def test_fixed_step_default_uses_grid_path_and_matches_hand_written_euler(getkey):

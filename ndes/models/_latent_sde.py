@@ -353,7 +353,9 @@ class LatentSDE(eqx.Module):
 
         **Returns:** `(elbo, parts)` with `elbo = loglik − β (kl0 + path_kl)` (mean over samples)
         and `parts` a dict of `loglik`, `kl0`, `path_kl`, `penalty` (mean regularization penalty;
-        minimise `-elbo + penalty`), `num_fevals` (mean per posterior solve).
+        minimise `-elbo + penalty`), `penalty_terms` (each regularizer's unweighted value,
+        mean over samples; what `ndes.BudgetWeight` reads), `num_fevals` (mean per posterior
+        solve).
         """
         ts, values = _check_inputs(ts, values, self.data_size)
         if num_samples < 1:
@@ -363,14 +365,16 @@ class LatentSDE(eqx.Module):
             sol, kl0 = self._posterior_single(ts, values, k, regularizers)
             ys = sol.ys
             ll = self.log_likelihood(ys[:, : self.latent_size], values)
-            return ll, kl0, ys[-1, self.latent_size], sol.penalty, sol.stats["num_fevals"]
+            terms = dict(sol.penalty_terms)
+            return ll, kl0, ys[-1, self.latent_size], sol.penalty, terms, sol.stats["num_fevals"]
 
-        ll, kl0, pkl, pen, nfe = jax.vmap(one)(jr.split(key, num_samples))
+        ll, kl0, pkl, pen, terms, nfe = jax.vmap(one)(jr.split(key, num_samples))
         parts = dict(
             loglik=jnp.mean(ll),
             kl0=jnp.mean(kl0),
             path_kl=jnp.mean(pkl),
             penalty=jnp.mean(pen),
+            penalty_terms={k: jnp.mean(v) for k, v in terms.items()},
             num_fevals=jnp.mean(nfe),
         )
         elbo = parts["loglik"] - kl_weight * (parts["kl0"] + parts["path_kl"])

@@ -432,6 +432,14 @@ def fit(
         new_model = eqx.apply_updates(state.model, updates)
         metrics = reduce_aux(loss, aux)
         terms = metrics.get("penalty_terms", {})
+        for nm, bw in budgets:
+            if bw.init is None and terms.get(nm, terms.get(_base(nm))) is None:
+                raise ValueError(
+                    f"the BudgetWeight of {nm} starts from the regularizer's unweighted value, "
+                    f"but loss_fn's aux has no penalty_terms[{_base(nm)!r}]: return "
+                    "aux=ndes.train.solution_aux(sol) (or put sol.penalty_terms in aux), or "
+                    "give the BudgetWeight an explicit init=."
+                )
         new_weights = tuple(
             bw.update(
                 b, metrics["num_fevals"], metrics["loss"], terms.get(nm, terms.get(_base(nm)))
