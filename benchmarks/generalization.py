@@ -50,6 +50,8 @@ def _module(family: str):
 
 
 def _key(r: dict) -> tuple:
+    if "suite_key" in r:  # the plan entry that made it (a family may name itself otherwise)
+        return tuple(r["suite_key"])
     return (r["family"], r["problem"], r["model"], float(r["missing"]), r["method"], r["seed"])
 
 
@@ -117,6 +119,10 @@ def _spec_key(spec: dict, model_of: dict) -> tuple:
     )
 
 
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
 # ---- summary ---------------------------------------------------------------------------
 
 
@@ -131,6 +137,8 @@ def _quality_ok(metric: str, value: float, vanilla: float) -> bool:
 def summarise(records: list[dict]) -> tuple[str, list[dict]]:
     """The table (text) and one normalised record per run (NFE ratio, metric change)."""
     groups: dict[tuple, list[dict]] = {}
+    skipped = sorted({(r["problem"], r["method"]) for r in records if r.get("value") is None})
+    records = [r for r in records if r.get("value") is not None]
     for r in records:
         groups.setdefault(
             (r["family"], r["problem"], r["missing"], r["model"], r["method"]), []
@@ -200,6 +208,8 @@ def summarise(records: list[dict]) -> tuple[str, list[dict]]:
             f"baseline {prob} ({miss:.0%}): MiniRocket {b:.3f}, best ndes vanilla "
             f"{best:.3f} (gap {b - best:+.3f})"
         )
+    for prob, method in skipped:
+        lines.append(f"not applicable: {method} on {prob}")
     lines.append("* = a problem ndes was developed on")
     return "\n".join(lines), normalised
 
@@ -229,7 +239,7 @@ def main(argv=None) -> int:
     path = out / "results.json"
     records = json.loads(path.read_text()) if path.exists() else []
     done = {_key(r) for r in records}
-    model_of = {"digits": "node", "ode": "neural_ode", "latent": "latent_sde"}
+    model_of = {"digits": "node", "ode": "neural_ode", "latent": "LatentSDE"}
     plan = _plan(a)
     print(
         f"# generalization suite: {len(plan)} runs ({platform.machine()}, "
@@ -246,12 +256,13 @@ def main(argv=None) -> int:
             new = []
             print(f"[{i + 1}/{len(plan)}] FAILED {spec}: {type(e).__name__}: {e}", flush=True)
         for r in new:
+            r["suite_key"] = list(_spec_key(spec, model_of))
             r.setdefault("config", {"quick": a.quick, "steps": a.steps, "max_length": a.max_length})
             records.append(r)
             print(
                 f"[{i + 1}/{len(plan)}] {r['problem']} {r['model']} {r['missing']:.0%} "
-                f"{r['method']} seed {r['seed']}: {r['metric']} {r['value']:.4g}, NFE "
-                f"{r['nfe_per_prediction']:.0f} ({time.perf_counter() - t:.0f} s)",
+                f"{r['method']} seed {r['seed']}: {r['metric']} {_num(r['value'])}, NFE "
+                f"{_num(r.get('nfe_per_prediction'))} ({time.perf_counter() - t:.0f} s)",
                 flush=True,
             )
         path.write_text(json.dumps(records, indent=1))
