@@ -203,7 +203,9 @@ def summarise(records: list[dict]) -> tuple[str, list[dict]]:
         "problems at <= 0.6x vanilla NFE within 1 point (or 5 % of the loss)"
     )
     for prob, miss, b, nds in base_gap:
-        best = max(nds) if nds else float("nan")
+        if not nds:
+            continue
+        best = max(nds)
         lines.append(
             f"baseline {prob} ({miss:.0%}): MiniRocket {b:.3f}, best ndes vanilla "
             f"{best:.3f} (gap {b - best:+.3f})"
