@@ -30,16 +30,7 @@ from _gen_common import SuiteConfig, budget_fields, budget_for, regularizers
 import ndes
 from ndes.data import cde_features, hermite_coefficients, load_uea
 
-PROBLEMS = (
-    "ArrowHead",
-    "BasicMotions",
-    "GunPoint",
-    "ItalyPowerDemand",
-    "JapaneseVowels",
-    "OSULeaf",
-    "ACSF1",
-    "PickupGestureWiimoteZ",
-)
+PROBLEMS = tuple(ndes.data.available_uea())  # every classification set aeon ships
 DEVELOPED_ON = ("JapaneseVowels",)
 MODELS = ("ncde", "lsde")
 

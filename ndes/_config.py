@@ -76,6 +76,19 @@ def _choice(*choices: str):
     return check
 
 
+def _uea_name(key, v):
+    """A classification set aeon ships (asked of aeon, as `ndes.data.load_uea` does)."""
+    from .data import available_uea
+
+    names = available_uea()
+    if not isinstance(v, str) or v not in names:
+        raise ConfigError(
+            f"config key '{key}' must be a classification set aeon ships: "
+            f"{', '.join(map(repr, names))}; got {_describe(v)}."
+        )
+    return v
+
+
 def _str(key, v):
     if not isinstance(v, str) or not v:
         raise ConfigError(f"config key '{key}' must be a non-empty string; got {_describe(v)}.")
@@ -119,17 +132,7 @@ _DATA: dict[str, dict[str, tuple]] = {
         "sigma": (_float(positive=True), 0.2),
     },
     "uea": {
-        "dataset": (
-            _choice(
-                "ArrowHead",
-                "BasicMotions",
-                "GunPoint",
-                "ItalyPowerDemand",
-                "JapaneseVowels",
-                "OSULeaf",
-            ),
-            "JapaneseVowels",
-        ),
+        "dataset": (_uea_name, "JapaneseVowels"),
         "missing": (_float(nonneg=True, below_one=True), 0.0),
     },
 }

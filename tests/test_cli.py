@@ -355,3 +355,17 @@ def test_config_budget_keys_build_a_budget_weight():
     )
     with pytest.raises(ConfigError, match=r"regularizers\[0\].*exactly one of target="):
         _regularizer(both.regularizers[0], 0)
+
+
+def test_config_uea_dataset_is_any_set_aeon_ships():
+    pytest.importorskip("aeon")
+    cfg = parse_config(
+        _with(
+            data={"name": "uea", "dataset": "PickupGestureWiimoteZ"}, model={"type": "neural_cde"}
+        )
+    )
+    assert cfg.data["dataset"] == "PickupGestureWiimoteZ"
+    with pytest.raises(
+        ConfigError, match=r"'data.dataset' must be a classification set aeon ships"
+    ):
+        parse_config(_with(data={"name": "uea", "dataset": "Nope"}, model={"type": "neural_cde"}))
