@@ -25,12 +25,8 @@ from jaxtyping import ArrayLike, PyTree
 from tqdm.auto import tqdm
 
 from ._aux import check_aux, reduce_aux
-from ._budget import (
-    BudgetWeight,
-    find_budget_weights,
-    substitute_budget_weights,
-    with_nfe_budget,
-)
+from ._budget import substitute_budget_weights
+from ._budget_fit import fresh_keys, prepare_budgets, update_budgets
 from ._checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -118,29 +114,6 @@ def _epoch_permutation(data_key: np.ndarray, impl: str, epoch: int, n: int, shuf
         return np.arange(n)
     k = jax.random.fold_in(wrap_key(jnp.asarray(data_key), impl), epoch)
     return np.asarray(jax.random.permutation(k, n))
-
-
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def fresh_keys(regularizers: tuple, step) -> tuple:
-    """Every regularizer's PRNG `key` (the local regularizers' sample time, the Hutchinson
-    probe of `JacobianFrobenius`) folded with the step count: a fresh draw every step
-    from the one key the user gave at construction."""
-    out = []
-    for reg in regularizers:
-        key = getattr(reg, "key", None)
-        if _is_key(key):
-            reg = eqx.tree_at(lambda r: r.key, reg, jax.random.fold_in(key, step))
-        out.append(reg)
-    return tuple(out)
-
-
-def _base(name: str) -> str:
-    """`ErrorEstimate_1` -> `ErrorEstimate` (repeated regularizers share a penalty term)."""
-    head, _, tail = name.rpartition("_")
-    return head if head and tail.isdigit() else name
 
 
 def _host(tree) -> Any:
@@ -302,20 +275,6 @@ def fit(
         regularizers = tuple(regularizers)
     else:
         regularizers = (regularizers,)
-    if budget is not None and nfe_budget is not None:
-        raise ValueError("fit takes budget= or nfe_budget=, not both.")
-    if budget is not None:
-        if not isinstance(budget, BudgetWeight):
-            raise ValueError(
-                f"fit(budget={budget!r}) must be an ndes.BudgetWeight, e.g. "
-                "ndes.BudgetWeight(target=0.5) for half the unregularized cost."
-            )
-        regularizers = with_nfe_budget(regularizers, budget)
-    elif nfe_budget is not None:
-        regularizers = with_nfe_budget(
-            regularizers, BudgetWeight(target_nfe=nfe_budget, lr=budget_lr), keep_init=True
-        )
-
     n = _num_examples(data)
     if batch_size > n:
         raise ValueError(
@@ -326,24 +285,7 @@ def fit(
     total = int(steps if steps is not None else epochs * steps_per_epoch)
     if total < 0:
         raise ValueError(f"fit(steps/epochs) must be non-negative; got {total} steps.")
-    # Fractional (default) warm-ups become steps of this run.
-    regularizers = tuple(
-        jax.tree_util.tree_map(
-            lambda x: x.for_steps(total) if isinstance(x, BudgetWeight) else x,
-            r,
-            is_leaf=lambda x: isinstance(x, BudgetWeight),
-        )
-        for r in regularizers
-    )
-    budgets = find_budget_weights(regularizers)
-    budget_names = tuple(n for n, _ in budgets)
-    for nm, bw in budgets:
-        if total > 0 and bw.warmup_steps >= total:
-            raise ValueError(
-                f"the BudgetWeight of {nm} has warmup={bw.warmup_steps} unregularized steps, but "
-                f"training has only {total}: use BudgetWeight(warmup=...) below {total} "
-                "(about a quarter of the steps)."
-            )
+    regularizers, budgets = prepare_budgets(regularizers, budget, nfe_budget, budget_lr, total)
     if mesh is None:
         mesh = data_parallel_mesh(axis_name=data_axis)
     check_divisible(batch_size, mesh, data_axis)
@@ -431,28 +373,8 @@ def fit(
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         new_model = eqx.apply_updates(state.model, updates)
         metrics = reduce_aux(loss, aux)
-        terms = metrics.get("penalty_terms", {})
-        for nm, bw in budgets:
-            if bw.init is None and terms.get(nm, terms.get(_base(nm))) is None:
-                raise ValueError(
-                    f"the BudgetWeight of {nm} starts from the regularizer's unweighted value, "
-                    f"but loss_fn's aux has no penalty_terms[{_base(nm)!r}]: return "
-                    "aux=ndes.train.solution_aux(sol) (or put sol.penalty_terms in aux), or "
-                    "give the BudgetWeight an explicit init=."
-                )
-        new_weights = tuple(
-            bw.update(
-                b, metrics["num_fevals"], metrics["loss"], terms.get(nm, terms.get(_base(nm)))
-            )
-            for (nm, bw), b in zip(budgets, state.budget_weights, strict=True)
-        )
-        if budgets:
-            metrics["budget_weights"] = {
-                nm: b.weight for nm, b in zip(budget_names, state.budget_weights, strict=True)
-            }
-            metrics["budget_targets"] = {
-                nm: bw.budget(b) for (nm, bw), b in zip(budgets, state.budget_weights, strict=True)
-            }
+        new_weights, budget_metrics = update_budgets(budgets, state.budget_weights, metrics)
+        metrics.update(budget_metrics)
         new_state = dataclasses.replace(
             state,
             model=new_model,
