@@ -27,9 +27,8 @@ import jax.random as jr
 import numpy as np
 import optax
 
-from ndes.models._latent_sde import LatentSDE
+from ndes import ErrorEstimate, LatentSDE
 from ndes.plot import plot_posterior_and_forecast, plot_training
-from ndes.regularizers import ErrorEstimate
 
 RUNS = (("vanilla", ()), ("error_estimate", (ErrorEstimate(),)))
 
