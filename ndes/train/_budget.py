@@ -52,7 +52,7 @@ class BudgetWeight(eqx.Module):
     NFE per solve. Training finds the weight. Use it in place of a number as any ndes
     regularizer's `weight` under `ndes.fit`
     (`ndes.ErrorEstimate(weight=ndes.BudgetWeight(target=0.5))`), or drive it by hand in
-    your own loop with the optax-style pair `init()` / `update(state, nfe, ...)`.
+    your own loop with the optax-style pair `init_state()` / `update(state, nfe, loss, value)`.
 
     **The rule.** Three phases, all inside one jitted step (no recompiles):
 
