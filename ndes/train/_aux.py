@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import diffrax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -24,7 +25,10 @@ def solution_aux(solution: Any) -> dict[str, Any]:
       every entry has a leading batch axis and `ndes.fit` averages it).
 
     **Returns:** `{"penalty", "penalty_terms", "num_fevals", "num_accepted_steps",
-    "num_rejected_steps"}` (counters that the solution's `stats` lacks are left out).
+    "num_rejected_steps", "solve_failed"}` (counters that the solution's `stats` lacks are
+    left out; `solve_failed` is present when the solution has a diffrax `result`: 1 where
+    the solve failed, e.g. reached `max_steps` under `throw=False`, so `fit` logs the
+    failed fraction and treats a step with a failed solve like a non-finite one).
 
     Example:
     ```python
@@ -41,6 +45,9 @@ def solution_aux(solution: Any) -> dict[str, Any]:
     for name in COUNTERS:
         if name in stats:
             aux[name] = stats[name]
+    result = getattr(solution, "result", None)
+    if isinstance(result, diffrax.RESULTS):
+        aux["solve_failed"] = jnp.logical_not(diffrax.is_okay(result))
     return aux
 
 

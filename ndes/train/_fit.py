@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import operator
 import os
 import sys
@@ -33,8 +31,11 @@ from ._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ._finite import check_nonfinite_options, finite_report, guard_step, nonfinite_message
+from ._loop import _config_hash, _epoch_permutation, _host, _num_examples, _postfix, _take
 from ._metrics import MetricsWriter
 from ._sharding import (
+    agree_across_processes,
     check_divisible,
     constrain_replicated,
     data_parallel_mesh,
@@ -79,60 +80,6 @@ class FitResult:
     traces: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _num_examples(data) -> int:
-    leaves = jax.tree_util.tree_leaves_with_path(data)
-    if not leaves:
-        raise ValueError(
-            "fit(data=...) has no arrays: pass a pytree of arrays with a leading example axis."
-        )
-    sizes = {}
-    for path, leaf in leaves:
-        if np.ndim(leaf) == 0:
-            raise ValueError(
-                f"fit(data=...) leaf {jax.tree_util.keystr(path)} is a scalar; every leaf needs a "
-                "leading example axis (put constants such as the time grid in loss_fn instead)."
-            )
-        sizes[jax.tree_util.keystr(path)] = np.shape(leaf)[0]
-    if len(set(sizes.values())) != 1:
-        raise ValueError(
-            f"fit(data=...) leaves disagree on the number of examples (leading axis): {sizes}."
-        )
-    return next(iter(sizes.values()))
-
-
-def _take(tree, idx: np.ndarray):
-    """The examples `idx` of every leaf (host arrays)."""
-    return jax.tree_util.tree_map(lambda x: x[idx], tree)
-
-
-def _config_hash(**config) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _epoch_permutation(data_key: np.ndarray, impl: str, epoch: int, n: int, shuffle: bool):
-    if not shuffle:
-        return np.arange(n)
-    k = jax.random.fold_in(wrap_key(jnp.asarray(data_key), impl), epoch)
-    return np.asarray(jax.random.permutation(k, n))
-
-
-def _host(tree) -> Any:
-    return jax.tree_util.tree_map(lambda x: float(x), jax.device_get(tree))
-
-
-def _postfix(rec: dict[str, Any]) -> dict[str, str]:
-    out = {"loss": f"{rec['loss']:.4g}"}
-    if "penalty" in rec:
-        out["pen"] = f"{rec['penalty']:.3g}"
-    if "num_fevals" in rec:
-        out["nfe"] = f"{rec['num_fevals']:.0f}"
-    for name, w in rec.get("budget_weights", {}).items():
-        out[f"w_{name}"] = f"{w:.3g}"
-    if "eval_loss" in rec:
-        out["eval"] = f"{rec['eval_loss']:.4g}"
-    return out
-
-
 def fit(
     model: PyTree,
     data: PyTree[ArrayLike],
@@ -164,6 +111,8 @@ def fit(
     shuffle: bool = True,
     mesh: Mesh | None = None,
     data_axis: str = "batch",
+    on_nonfinite: str = "raise",
+    max_skips: int = 10,
 ) -> FitResult:
     """Train `model` on `data` by minimising `loss + penalty` with `optimizer`.
 
@@ -246,6 +195,11 @@ def fit(
     - `mesh`: a `jax.sharding.Mesh` to split the batch over (parameters are replicated);
       `None` uses every device (`ndes.train.data_parallel_mesh()`).
     - `data_axis`: the mesh axis the batch is split along.
+    - `on_nonfinite`: a step whose objective or gradient is NaN/inf is never applied;
+      `"raise"` (default) then stops with `FloatingPointError` naming the step and the
+      non-finite quantities, after checkpointing the last good step; `"skip"` drops the
+      update, moves on to the next batch and logs `skipped_steps`, raising only after more
+      than `max_skips` non-finite steps in a row. See docs/reliability.md.
 
     **Returns:** a `FitResult` with the trained `model`, `opt_state`, `state` and `history`.
 
@@ -253,6 +207,11 @@ def fit(
     completed step, writes a checkpoint of that step (when `checkpoint_dir` is set),
     flushes the log, and *returns* a `FitResult` with `interrupted=True` (a warning says
     where the checkpoint is) rather than re-raising, so a notebook keeps the model.
+
+    **Errors during training** (a solve reaching `max_steps` with diffrax's default
+    `throw=True`, a `FloatingPointError` above, ...): the last good step is checkpointed
+    (when one was completed in this call) and the error is re-raised with a note naming the
+    step and the checkpoint to resume from.
     """
     # ---- static validation ------------------------------------------------------------
     if (steps is None) == (epochs is None):
@@ -267,6 +226,7 @@ def fit(
     ):
         if val is not None and (not isinstance(val, (int, np.integer)) or val < 1):
             raise ValueError(f"fit({name}={val!r}) must be a positive int or None.")
+    check_nonfinite_options(on_nonfinite, max_skips)
     if eval_fn is not None and eval_data is None:
         raise ValueError("fit(eval_fn=...) needs eval_data= to evaluate on.")
     if eval_every is not None and eval_data is None:
@@ -341,6 +301,8 @@ def fit(
             f"the checkpoint in {checkpoint_dir} is at step {start}, beyond steps={total}; ask for "
             f"at least {start} steps."
         )
+    if nproc > 1:  # every process must resume the same step (a shared checkpoint_dir)
+        agree_across_processes(start, checkpoint_dir)
     state = replicate(state, mesh)
     data_key = np.asarray(jax.device_get(state.data_key))
 
@@ -369,10 +331,11 @@ def fit(
             penalty = jnp.mean(aux["penalty"]) if "penalty" in aux else 0.0
             return jnp.mean(loss) + penalty, (loss, aux)
 
-        (_, (loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        (obj, (loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         new_model = eqx.apply_updates(state.model, updates)
         metrics = reduce_aux(loss, aux)
+        report = finite_report(obj, metrics, grads)
         new_weights, budget_metrics = update_budgets(budgets, state.budget_weights, metrics)
         metrics.update(budget_metrics)
         new_state = dataclasses.replace(
@@ -382,7 +345,10 @@ def fit(
             step=state.step + 1,
             budget_weights=new_weights,
         )
-        return constrain_replicated(new_state, mesh), metrics
+        new_state = guard_step(state, new_state, report["ok"], on_nonfinite)
+        if on_nonfinite == "skip":
+            metrics["skipped_steps"] = new_state.skipped_steps
+        return constrain_replicated(new_state, mesh), metrics, report
 
     @eqx.filter_jit
     def eval_step(model, batch, key, step):
@@ -447,12 +413,12 @@ def fit(
         total=total,
         initial=start,
         desc=run_name,
-        disable=disable,
+        disable=True if pid != 0 else disable,
         dynamic_ncols=True,
         file=sys.stderr,
         leave=True,
     )
-    interrupted = False
+    interrupted, failure = False, None
     perm_epoch, perm = None, None
     t_start = time.perf_counter()
     local = batch_size // nproc
@@ -467,7 +433,18 @@ def fit(
             idx = perm[pos * batch_size : (pos + 1) * batch_size]
             idx = idx[pid * local : (pid + 1) * local]  # this process's part of the batch
             batch = shard_batch(_take(host_data, idx), mesh, data_axis)
-            new_state, metrics = train_step(state, batch)
+            new_state, metrics, report = train_step(state, batch)
+            if not bool(report["ok"]) and (
+                on_nonfinite == "raise" or int(new_state.skip_streak) > max_skips
+            ):
+                msg = nonfinite_message(
+                    s + 1,
+                    jax.device_get(report),
+                    state.model,
+                    _host(metrics),
+                    int(new_state.skip_streak),
+                )
+                raise FloatingPointError(msg)
             # `state` moves on only once the step's record is written: a Ctrl-C before
             # that checkpoints the previous step, and resuming rewrites any later record.
             done = s + 1
@@ -494,13 +471,26 @@ def fit(
                 ckpt_path = save(state, elapsed0 + time.perf_counter() - t_start)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as e:
+        failure = e
     finally:
         bar.close()
         if writer is not None:
             writer.close()
     elapsed = elapsed0 + time.perf_counter() - t_start
-    if total > start or interrupted:
+    if (total > start and failure is None) or interrupted or int(state.step) > start:
         ckpt_path = save(state, elapsed) or ckpt_path
+    if failure is not None:
+        failure.add_note(
+            f"ndes.fit stopped at step {int(state.step) + 1} of {total}; the state after step "
+            f"{int(state.step)} (last good parameters) is "
+            + (
+                f"in checkpoint {ckpt_path}: continue with resume=True."
+                if ckpt_path
+                else "not checkpointed (no checkpoint_dir, or no step completed in this call)."
+            )
+        )
+        raise failure
     if interrupted:
         where = f"; checkpoint {ckpt_path}" if ckpt_path is not None else " (no checkpoint_dir)"
         warnings.warn(

@@ -109,3 +109,18 @@ def constrain_replicated(tree: PyTree[Any], mesh: Mesh) -> PyTree[Any]:
     return jax.tree_util.tree_map(
         lambda x: jax.lax.with_sharding_constraint(x, sharding) if eqx.is_array(x) else x, tree
     )
+
+
+def agree_across_processes(start: int, checkpoint_dir: Any) -> None:
+    """Raise `RuntimeError` unless every process resumes from the same step `start`
+    (with several processes, `checkpoint_dir` must be one directory all of them read)."""
+    from jax.experimental import multihost_utils
+
+    starts = np.asarray(multihost_utils.process_allgather(np.int32(start)))
+    if np.any(starts != starts[0]):
+        raise RuntimeError(
+            f"the {jax.process_count()} processes would resume from different steps "
+            f"{starts.tolist()} (process {jax.process_index()} found step {start} in "
+            f"{checkpoint_dir}): checkpoint_dir must be on a file system every process reads "
+            "(only process 0 writes checkpoints)."
+        )

@@ -29,6 +29,9 @@ class TrainState(eqx.Module):
     - `eval_key`: raw PRNG key data passed to evaluation (fixed, so evaluations compare).
     - `budget_weights`: the `BudgetState` of each `BudgetWeight` (its current weight,
       reference NFE and step; in the order of `find_budget_weights(regularizers)`).
+    - `skipped_steps`: how many steps had a non-finite loss or gradient and were not
+      applied (`fit(on_nonfinite="skip")`; int32 scalar array).
+    - `skip_streak`: how many of the latest steps in a row were skipped.
     - `key_impl`: the PRNG implementation name (static), used to rebuild typed keys.
 
     Keys are stored as raw `uint32` data (`jax.random.key_data`) because typed key arrays
@@ -42,6 +45,8 @@ class TrainState(eqx.Module):
     data_key: UInt[Array, "..."]
     eval_key: UInt[Array, "..."]
     budget_weights: tuple[Any, ...]
+    skipped_steps: Int[Array, ""]
+    skip_streak: Int[Array, ""]
     key_impl: str = eqx.field(static=True, default="threefry2x32")
 
 
@@ -98,6 +103,8 @@ def init_state(
             data_key=jax.random.key_data(k_data),
             eval_key=jax.random.key_data(k_eval),
             budget_weights=tuple(budget_weights),
+            skipped_steps=jnp.zeros((), jnp.int32),
+            skip_streak=jnp.zeros((), jnp.int32),
             key_impl=impl,
         )
     )
