@@ -90,9 +90,14 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
     `diffrax.ControlTerm` in any diffrax code:
 
     ```python
-    bm = ndes.GridBrownianPath(t0, t1, shape=(d,), key=key, num_steps=N)
+    import diffrax, jax, jax.numpy as jnp, lineax as lx, ndes
+
+    t0, t1, N = 0.0, 1.0, 50
+    bm = ndes.GridBrownianPath(t0, t1, shape=(2,), key=jax.random.key(0), num_steps=N)
+    drift = lambda t, y, args: -y
+    diffusion = lambda t, y, args: lx.DiagonalLinearOperator(0.5 * y)  # diagonal noise
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
-    sol = diffrax.diffeqsolve(terms, diffrax.Euler(), t0, t1, (t1 - t0) / N, y0)
+    sol = diffrax.diffeqsolve(terms, diffrax.Euler(), t0, t1, (t1 - t0) / N, jnp.ones(2))
     ```
 
     **Queries.** `evaluate(s, e)` must be exactly one grid cell (up to floating-point

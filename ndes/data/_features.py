@@ -108,6 +108,16 @@ def cde_features(
     same length on the same time grid (as `load_uea` does); otherwise pass the train split's
     `time_scale` and `count_scale` to the test split's call.
 
+    **Arguments:**
+
+    - `times`: shape `(N, L)`, each row strictly increasing (e.g. `UEADataset.train.times`).
+    - `values`: shape `(N, L, C)`; NaN marks a missing value (or the padding of a shorter
+      series).
+    - `time_scale`: divides the time channel; default the largest span of this call.
+    - `count_scale`: divides the count channels; default `L`.
+
+    **Returns:** float64 features of shape `(N, L, 2C + 1)`: time, `C` values, `C` counts.
+
     Raises `ValueError` for: times not of shape (N, L) matching values (N, L, C); no series,
     time points or channels (N, L or C = 0); non-finite or non-increasing times; inf in values;
     an all-NaN series; an all-NaN channel of a series.
@@ -187,8 +197,15 @@ def _check_finite_result(arrays, f: np.ndarray, t: np.ndarray, dtype, what: str)
 def hermite_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
     """Backward-Hermite cubic coefficients for `diffrax.CubicInterpolation(ts, coeffs)`, per series.
 
-    `features` must be NaN-free (from `cde_features`). Returns a 4-tuple of arrays of shape
-    (N, L-1, D) in the dtype of `features`. Raises `ValueError` for mismatched shapes, no
+    **Arguments:**
+
+    - `times`: shape `(N, L)`, each row strictly increasing.
+    - `features`: shape `(N, L, D)`, NaN-free (from `cde_features`).
+
+    **Returns:** a 4-tuple of arrays of shape `(N, L-1, D)` in the dtype of `features`
+    (use `jax.vmap(lambda c: diffrax.CubicInterpolation(ts, c))(coeffs)` for a batch).
+
+    Raises `ValueError` for mismatched shapes, no
     series or channels, fewer than 2 times, non-finite or non-increasing times, NaN or inf in
     `features` (naming an all-NaN series or channel when there is one), and coefficients that
     overflow (finite but huge features, e.g. unstandardised values of 1e300, or 1e39 in
@@ -204,6 +221,14 @@ def hermite_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L
 
 def linear_coefficients(times: Float[Array, "N L"], features: Float[Array, "N L D"]):
     """`diffrax.LinearInterpolation(ts, ys)` needs only (ts, ys): returned as checked JAX arrays.
+
+    **Arguments:**
+
+    - `times`: shape `(N, L)`, each row strictly increasing.
+    - `features`: shape `(N, L, D)`, NaN-free (from `cde_features`).
+
+    **Returns:** `(times, features)` as JAX arrays of shapes `(N, L)` and `(N, L, D)` in the
+    dtype of `features`.
 
     Same checks as `hermite_coefficients` (here: the values and the slopes between
     consecutive times must be finite in JAX's dtype).

@@ -262,8 +262,19 @@ def ornstein_uhlenbeck(
     """Paths of dX = θ(μ − X) dt + σ dW sampled exactly at `times` (shape (L,), increasing).
 
     Transition: X_{t+h} | X_t ~ N(μ + (X_t − μ)e^{−θh}, σ²(1 − e^{−2θh})/(2θ)).
-    `x0=None` draws X_0 from the stationary law N(μ, σ²/(2θ)). Returns shape (num_paths, L)
-    in the floating dtype of `times`; the same key gives the same paths.
+
+    **Arguments:**
+
+    - `key`: PRNG key; the same key gives the same paths.
+    - `num_paths`: number of paths.
+    - `times`: shape `(L,)`, increasing.
+    - `theta`: mean-reversion rate θ > 0 (per unit time).
+    - `mu`: the long-run mean μ.
+    - `sigma`: diffusion scale σ > 0.
+    - `x0`: a fixed start X_0; `None` (default) draws it from the stationary law
+      N(μ, σ²/(2θ)).
+
+    **Returns:** shape `(num_paths, L)` in the floating dtype of `times`.
     """
     num_paths = _check_num("num_paths", num_paths)
     if not (theta > 0 and sigma > 0):
