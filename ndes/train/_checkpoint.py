@@ -86,11 +86,35 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+# Crash testing (tests/test_kill.py): `NDES_CHECKPOINT_PAUSE="<step>:<point>:<marker file>"`
+# makes the writer of checkpoint <step> create <marker file> and sleep at <point>: "tmp" (half
+# of the leaves written to the temporary file), "leaves" (leaves in place, no metadata yet)
+# or "meta" (half of the metadata written), so a test can SIGKILL (or SIGINT) it there
+# deterministically. It pauses once: not when <marker file> exists already.
+_PAUSE_ENV = "NDES_CHECKPOINT_PAUSE"
+
+
+def _maybe_pause(step: int, point: str) -> None:
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec:
+        return
+    at_step, at_point, marker = spec.split(":", 2)
+    if int(at_step) == step and at_point == point and not Path(marker).exists():
+        Path(marker).write_text(f"{step}:{point}\n")
+        time.sleep(3600)
+
+
+def _write_atomic(path: Path, data: bytes, *, pause: tuple[int, str] | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if pause is not None:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                _maybe_pause(*pause)
+                f.write(data[len(data) // 2 :])
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -160,8 +184,9 @@ def save_checkpoint(
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    _write_atomic(leaves_path, data)
-    _write_atomic(meta_path, (json.dumps(meta, indent=1) + "\n").encode())
+    _write_atomic(leaves_path, data, pause=(step, "tmp"))
+    _maybe_pause(step, "leaves")
+    _write_atomic(meta_path, (json.dumps(meta, indent=1) + "\n").encode(), pause=(step, "meta"))
     if keep_last is not None:
         for _, old in list_checkpoints(d)[:-keep_last]:
             # Metadata first: a checkpoint without metadata no longer counts.
