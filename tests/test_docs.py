@@ -251,6 +251,17 @@ def test_notebooks_use_public_names_and_have_a_quick_mode(path):
         assert attr in public_names(ndes) or attr in ("data", "train", "plot"), (path, attr)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_links_name_existing_pages(path):
+    """Notebook markdown is rendered as HTML under examples/NAME/ and mkdocs does not
+    rewrite its links, so they are site URLs (`../../results/`): each must name a page."""
+    nb = json.loads(path.read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert not re.search(r"\]\([^)#]*\.md\b", text), f"{path.name}: link a site URL, not a .md"
+    for page in re.findall(r"\]\(\.\./\.\./([\w/]+?)/(?:#[^)]*)?\)", text):
+        assert (DOCS / f"{page}.md").exists(), (path.name, page)
+
+
 def test_private_name_pattern_can_fail():
     assert _PRIVATE.search("from ndes.models._latent_sde import LatentSDE")
     assert _PRIVATE.search("ndes.models._sde.solve_sde(x)")
