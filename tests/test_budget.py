@@ -1,5 +1,6 @@
 """ndes.BudgetWeight: the scale-free cost budget (warm-up reference, start, log-space ascent)."""
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -24,31 +25,72 @@ def _run(bw: BudgetWeight, nfes, losses=None, values=None):
     return out
 
 
-def test_warmup_reference_start_and_pi_steps():
-    bw = BudgetWeight(target=0.5, warmup=4, lr=0.1, gain=0.5, average=0.0, init_ratio=0.2)
-    nfes = [100.0, 120.0, 140.0, 160.0, 200.0, 60.0, 75.0]
+def test_warmup_reference_start_and_steps():
+    bw = BudgetWeight(
+        target=0.5, warmup=4, lr=0.1, release=0.5, average=0.0, loss_average=0.0,
+        tolerance=None, learned=0.0, init_ratio=0.2,
+    )  # fmt: skip
+    nfes = [100.0, 120.0, 140.0, 160.0, 200.0, 70.0, 40.0]
     states = _run(bw, nfes, losses=[2.0] * 7, values=[4.0] * 7)
     w = [float(s.weight) for s in states]
     # Weight 0 for the warm-up's steps (the states used at steps 0..3).
     assert w[:4] == [0.0, 0.0, 0.0, 0.0]
-    # Reference: the mean NFE over the warm-up's second half (steps 2 and 3).
-    np.testing.assert_allclose(float(states[4].reference_nfe), 150.0)
-    np.testing.assert_allclose(float(bw.budget(states[4])), 75.0)
-    # Start: init_ratio * max|loss| / value, whatever the units.
+    assert not bool(states[3].started) and bool(states[4].started)
+    # Reference: the NFE's moving average at the start (no averaging here: the last NFE).
+    np.testing.assert_allclose(float(states[4].reference_nfe), 160.0)
+    np.testing.assert_allclose(float(bw.budget(states[4])), 80.0)
+    # Start: init_ratio * |loss| / value, whatever the units.
     np.testing.assert_allclose(w[4], 0.2 * 2.0 / 4.0)
-    # Then I += lr * e and log w = I + gain * e, e = clip(log(NFE / budget), -1, 1).
-    i, e = np.log(0.1), min(np.log(200 / 75), 1.0)
-    i += 0.1 * e
-    np.testing.assert_allclose(w[5], np.exp(i + 0.5 * e), rtol=1e-6)
-    e = np.log(60 / 75)
-    i += 0.1 * e
-    np.testing.assert_allclose(w[6], np.exp(i + 0.5 * e), rtol=1e-6)  # under budget: lets go
-    np.testing.assert_allclose(w[7], np.exp(i), rtol=1e-6)  # at the budget: the integral
-    assert int(states[-1].step) == 7
+    # Over budget: log w rises by lr * e, e = clip(log(NFE / budget), -1, 1).
+    i = np.log(0.1) + 0.1 * min(np.log(200 / 80), 1.0)
+    np.testing.assert_allclose(w[5], np.exp(i), rtol=1e-6)
+    # Under budget: it falls by release * e ...
+    i += 0.5 * np.log(70 / 80)
+    np.testing.assert_allclose(w[6], np.exp(i), rtol=1e-6)
+    # ... but never below the start.
+    np.testing.assert_allclose(w[7], 0.1, rtol=1e-6)
+    assert int(states[-1].step) == 7 and int(states[-1].held) == 0
+
+
+def test_waits_until_the_model_has_learned():
+    """A budget switched on while the loss is still on its initial plateau would keep it
+    there: the start waits until the loss has fallen by `learned` below its high."""
+    bw = BudgetWeight(target=0.5, warmup=2, average=0.0, loss_average=0.0, learned=0.1)
+    losses = [1.0, 1.02, 1.0, 0.95, 0.93, 0.85, 0.8]
+    nfes = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+    states = _run(bw, nfes, losses, [1.0] * 7)
+    started = [bool(s.started) for s in states]
+    # The high is 1.02; 0.85 <= 0.9 * 1.02 is the first loss below it (update 5).
+    assert started == [False] * 6 + [True, True]
+    np.testing.assert_allclose(float(states[6].reference_nfe), 60.0)  # NFE at the start
+    np.testing.assert_allclose(float(states[6].weight), 0.01 * 0.85 / 1.0, rtol=1e-6)
+    np.testing.assert_allclose(float(states[7].reference_nfe), 60.0)  # then frozen
+
+
+def test_quality_guard_releases_the_weight():
+    """Over budget, but the loss rose out of its band: the weight is released in proportion
+    to how far out it is, and `held` counts those steps."""
+    bw = BudgetWeight(
+        target_nfe=10.0, init=1.0, lr=0.1, release=0.25, average=0.0, loss_average=0.0,
+        tolerance=0.1, floor=0.0, learned=0.0,
+    )  # fmt: skip
+    assert bool(bw.init_state().started)
+    states = _run(bw, [100.0] * 4, [1.0, 1.0, 1.15, 0.9], [1.0] * 4)
+    w = [float(s.weight) for s in states]
+    np.testing.assert_allclose(w[1:3], [np.exp(0.1), np.exp(0.2)], rtol=1e-6)
+    # Loss 1.15 against best 1.0 and band 0.1: excess 0.5 -> e = -0.5.
+    np.testing.assert_allclose(w[3], np.exp(0.2 - 0.25 * 0.5), rtol=1e-6)
+    assert int(states[3].held) == 1
+    # A new best (0.9) is inside the band: over budget again, the weight rises.
+    np.testing.assert_allclose(w[4], np.exp(0.2 - 0.125 + 0.1), rtol=1e-6)
+    np.testing.assert_allclose(float(states[4].loss_best), 0.9)
+    # tolerance=None: the same losses never hold the weight.
+    free = _run(dataclasses.replace(bw, tolerance=None), [100.0] * 4, [1.0, 1.0, 1.15, 0.9])
+    np.testing.assert_allclose(float(free[4].weight), np.exp(0.4), rtol=1e-6)
 
 
 def test_nfe_is_averaged():
-    bw = BudgetWeight(target_nfe=10.0, init=1.0, lr=0.1, gain=0.0, average=0.5)
+    bw = BudgetWeight(target_nfe=10.0, init=1.0, lr=0.1, average=0.5, tolerance=None, learned=0.0)
     states = _run(bw, [10.0, 40.0])
     np.testing.assert_allclose(float(states[2].nfe_average), 0.5 * 10 + 0.5 * 40)
     np.testing.assert_allclose(float(states[2].weight), np.exp(0.1 * np.log(25 / 10)), rtol=1e-6)
@@ -57,18 +99,24 @@ def test_nfe_is_averaged():
 def test_scale_free():
     """Scaling the loss and the penalty's units by any factor scales the start weight only
     by their ratio; the path of the weight relative to its start is the same."""
-    bw = BudgetWeight(target_nfe=50.0, warmup=2, lr=0.05)
-    nfes = [80.0, 90.0, 120.0, 40.0, 55.0]
-    base = _run(bw, nfes, [1.0] * 5, [1.0] * 5)
-    scaled = _run(bw, nfes, [1e4] * 5, [1e-3] * 5)
-    rel = [float(s.weight) / float(base[2].weight) for s in base[2:]]
-    rel_scaled = [float(s.weight) / float(scaled[2].weight) for s in scaled[2:]]
-    np.testing.assert_allclose(rel, rel_scaled, rtol=1e-10)
-    np.testing.assert_allclose(float(scaled[2].weight) / float(base[2].weight), 1e7, rtol=1e-10)
+    bw = BudgetWeight(target_nfe=50.0, warmup=2, lr=0.05, loss_average=0.0)
+    nfes = [80.0, 90.0, 120.0, 40.0, 55.0, 70.0]
+    losses = [1.0, 0.8, 0.6, 0.5, 0.45, 0.6]
+    base = _run(bw, nfes, losses, [1.0] * 6)
+    scaled = _run(bw, nfes, [1e4 * x for x in losses], [1e-3] * 6)
+    k = next(i for i, s in enumerate(base) if float(s.weight) > 0)
+    rel = [float(s.weight) / float(base[k].weight) for s in base[k:]]
+    rel_scaled = [float(s.weight) / float(scaled[k].weight) for s in scaled[k:]]
+    np.testing.assert_allclose(rel, rel_scaled, rtol=1e-6)
+    np.testing.assert_allclose(float(scaled[k].weight) / float(base[k].weight), 1e7, rtol=1e-6)
+    assert [int(s.held) for s in base] == [int(s.held) for s in scaled]
+    assert int(base[-1].held) == 1  # the last loss left the band, at any scale
 
 
 def test_absolute_target_with_init_starts_at_once_and_clips():
-    bw = BudgetWeight(target_nfe=10.0, init=0.5, lr=1.0, gain=0.0, max_weight=2.0)
+    bw = BudgetWeight(
+        target_nfe=10.0, init=0.5, lr=1.0, max_weight=2.0, tolerance=None, learned=0.0
+    )
     assert bw.warmup_steps == 0
     states = _run(bw, [1000.0, 1000.0])
     assert float(states[0].weight) == 0.5
@@ -88,11 +136,11 @@ def test_fractional_warmup_resolves_to_steps():
 
 
 def test_jit_and_no_gradient():
-    bw = BudgetWeight(target=0.5, warmup=1)
+    bw = BudgetWeight(target=0.5, warmup=1, learned=0.0)
     state = bw.init_state()
     upd = jax.jit(bw.update)
     s1 = upd(state, 40.0, 1.0, 2.0)
-    np.testing.assert_allclose(float(s1.weight), 0.1 * 1.0 / 2.0)
+    np.testing.assert_allclose(float(s1.weight), 0.01 * 1.0 / 2.0)
     g = jax.grad(lambda n: bw.update(s1, n, 1.0, 2.0).weight)(30.0)
     assert g == 0.0  # a dual variable: no gradient flows through it
 
@@ -110,8 +158,14 @@ def test_errors():
         BudgetWeight(target_nfe=0)
     with pytest.raises(ValueError, match="lr=0"):
         BudgetWeight(target=0.5, lr=0)
-    with pytest.raises(ValueError, match="gain=-1"):
-        BudgetWeight(target=0.5, gain=-1)
+    with pytest.raises(ValueError, match="release=-1"):
+        BudgetWeight(target=0.5, release=-1)
+    with pytest.raises(ValueError, match=r"tolerance=-0.1\) must be a non-negative"):
+        BudgetWeight(target=0.5, tolerance=-0.1)
+    with pytest.raises(ValueError, match=r"learned=1.0\) must lie in \[0, 1\)"):
+        BudgetWeight(target=0.5, learned=1.0)
+    with pytest.raises(ValueError, match=r"loss_average=-1"):
+        BudgetWeight(target=0.5, loss_average=-1)
     with pytest.raises(ValueError, match=r"average=1.0\) must lie in \[0, 1\)"):
         BudgetWeight(target=0.5, average=1.0)
     with pytest.raises(ValueError, match="warmup=0.*measures its reference"):
@@ -125,8 +179,10 @@ def test_errors():
     with pytest.raises(ValueError, match="max_weight=0.5"):
         BudgetWeight(target_nfe=10, init=1.0, max_weight=0.5)
     bw = BudgetWeight(target=0.5, warmup=1)
-    with pytest.raises(ValueError, match="needs loss= and value="):
+    with pytest.raises(ValueError, match="needs loss= .*tells when the model has learned"):
         bw.update(bw.init_state(), 10.0)
+    with pytest.raises(ValueError, match=r"needs value= .*penalty_terms"):
+        bw.update(bw.init_state(), 10.0, 1.0)
     with pytest.raises(ValueError, match="gets its value from its BudgetState"):
         bw(3)
 
@@ -161,28 +217,41 @@ def _toy(scale):
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_fit_meets_half_the_cost_at_any_loss_scale(scale):
-    """One default (`target=0.5`, default lr and init) meets the budget whatever the loss's
-    units: unregularized, a -> 2 and NFE -> 170; half of the warm-up NFE is asked."""
-    result = fit(
-        Scalar(jnp.asarray(0.0)),
-        np.array([1.0, 3.0, 1.0, 3.0]),
-        _toy(scale),
-        optax.sgd(0.1 / scale),
-        key=jax.random.key(0),
-        batch_size=4,
-        steps=400,
-        progress=False,
+    """One default (`target=0.5`, default lr and init) behaves the same whatever the loss's
+    units: unregularized, a -> 2 and NFE -> 170. Without the guard the budget (half the
+    warm-up NFE) is met; with it (the default), the loss stays in its band and the cost
+    falls only as far as that allows."""
+    kw = dict(
+        key=jax.random.key(0), batch_size=4, steps=400, progress=False,
         regularizers=(ToyReg(1.0),),
-        budget=BudgetWeight(target=0.5, warmup=40),
-    )
-    (bstate,) = result.state.budget_weights
+    )  # fmt: skip
+    data = np.array([1.0, 3.0, 1.0, 3.0])
+    free = fit(
+        Scalar(jnp.asarray(0.0)), data, _toy(scale), optax.sgd(0.1 / scale),
+        budget=BudgetWeight(target=0.5, warmup=40, tolerance=None), **kw,
+    )  # fmt: skip
+    (bstate,) = free.state.budget_weights
     assert isinstance(bstate, BudgetState)
     ref = float(bstate.reference_nfe)
     assert 160.0 < ref < 171.0  # the warm-up got close to the unregularized a = 2
-    nfe = np.array([r["num_fevals"] for r in result.history])
+    nfe = np.array([r["num_fevals"] for r in free.history])
     np.testing.assert_allclose(nfe[-50:].mean(), 0.5 * ref, rtol=0.05)
-    targets = [r["budget_targets"]["ToyReg"] for r in result.history[40:]]
+    targets = [r["budget_targets"]["ToyReg"] for r in free.history[60:]]
     np.testing.assert_allclose(targets, 0.5 * ref, rtol=1e-6)
+    free_loss = np.mean([r["loss"] for r in free.history[-50:]]) / scale
+    assert free_loss > 1.3  # the budget's price, unguarded: (sqrt(75 / 80) - 2)^2 + 1
+    # The default guard: the loss (1 at a = 2, scaled) may rise 10 % (its moving average,
+    # so a batch's loss overshoots a little through the average's lag).
+    guarded = fit(
+        Scalar(jnp.asarray(0.0)), data, _toy(scale), optax.sgd(0.1 / scale),
+        budget=BudgetWeight(target=0.5, warmup=40), **kw,
+    )  # fmt: skip
+    (g,) = guarded.state.budget_weights
+    loss = np.array([r["loss"] for r in guarded.history]) / scale
+    assert loss[-50:].mean() < 1.15 and loss[-50:].max() < 1.25
+    nfe = np.array([r["num_fevals"] for r in guarded.history])
+    assert 0.55 * ref < nfe[-50:].mean() < 0.95 * ref  # cheaper, but not the budget
+    assert int(g.held) > 0
 
 
 def test_public_name():

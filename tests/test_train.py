@@ -311,9 +311,9 @@ def test_budget_shorthand_in_fit():
         **kw,
     )
     # nfe_budget keeps the numeric weight as init (no warm-up) and adapts it in log space:
-    # integral (lr 1) plus proportional (gain 1) steps of log(NFE / budget) = log 2.
+    # over budget, log w rises by lr (1) times log(NFE / budget) = log 2.
     w = [r["budget_weights"]["ToyReg"] for r in result.history]
-    assert w[0] == 0.2 and w[1] == pytest.approx(0.2 * np.exp(2.0 * np.log(10.0 / 5.0)))
+    assert w[0] == 0.2 and w[1] == pytest.approx(0.2 * np.exp(np.log(10.0 / 5.0)))
     with pytest.raises(ValueError, match="warmup=50 unregularized steps, but training has only 3"):
         fit(
             Scalar(jnp.asarray(0.0)),

@@ -9,7 +9,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 __all__ = [
     "BudgetState",
@@ -25,14 +25,19 @@ _TINY = 1e-12
 class BudgetState(eqx.Module):
     """The adapted state of one `BudgetWeight` (all scalar arrays; a pytree, checkpointed).
 
-    - `weight`: the weight to use at the next step (0 during the warm-up).
-    - `reference_nfe`: the NFE measured during the warm-up without the penalty (the mean
-      over its second half); what a relative `target` is a fraction of.
-    - `loss_scale`: the largest |task loss| seen during the warm-up (typically the initial
-      loss); what the starting weight is scaled by.
-    - `nfe_average`: an exponential moving average of the measured NFE (the controller's
-      input; one batch's NFE is noisy).
-    - `log_integral`: the integral part of log(weight).
+    - `weight`: the weight to use at the next step (0 until the budget starts).
+    - `reference_nfe`: the unregularized NFE: the moving average of the NFE until the
+      budget starts, then frozen; what a relative `target` is a fraction of.
+    - `loss_scale`: the highest moving average of the task loss before the start (typically
+      the initial loss): the scale of "has the model learned" and of the guard's floor.
+    - `nfe_average`, `loss_average`: exponential moving averages of the measured NFE and
+      task loss (one batch's values are noisy).
+    - `loss_best`: the lowest `loss_average` since the budget started (the guard's anchor).
+    - `log_integral`: log of the weight once started.
+    - `log_start`: log of the starting weight, the weight's floor.
+    - `started`: whether the budget has started.
+    - `held`: how many steps the quality guard has released the weight (a diagnostic: a
+      budget that is held most of the time cannot be met at the loss it allows).
     - `step`: how many updates have been made.
     """
 
@@ -40,7 +45,12 @@ class BudgetState(eqx.Module):
     reference_nfe: Float[Array, ""]
     loss_scale: Float[Array, ""]
     nfe_average: Float[Array, ""]
+    loss_average: Float[Array, ""]
+    loss_best: Float[Array, ""]
     log_integral: Float[Array, ""]
+    log_start: Float[Array, ""]
+    started: Bool[Array, ""]
+    held: Int[Array, ""]
     step: Int[Array, ""]
 
 
@@ -54,55 +64,67 @@ class BudgetWeight(eqx.Module):
     (`ndes.ErrorEstimate(weight=ndes.BudgetWeight(target=0.5))`), or drive it by hand in
     your own loop with the optax-style pair `init_state()` / `update(state, nfe, loss, value)`.
 
-    **The rule.** Three phases, all inside one jitted step (no recompiles):
+    **The rule.** Three phases, all inside one jitted step (no recompiles). $\bar N$ and
+    $\bar{\mathcal L}$ are exponential moving averages of the measured NFE and task loss
+    (decays `average` and `loss_average`).
 
-    1. *Warm-up* (`warmup` steps): the weight is 0, so training is unregularized; the mean
-       NFE of the warm-up's second half is the *reference* $N_0$ (the relative target is
-       $N = \text{target}\cdot N_0$).
-    2. *Start*: at the end of the warm-up the weight starts at `init`, or, when `init` is
-       `None` (default), at $w_0 = \rho\,\max|\mathcal{L}| / R$ with $\rho$ =
-       `init_ratio`, $\max|\mathcal{L}|$ the largest task loss of the warm-up (typically
-       the first: a fitted training loss can be near 0) and $R$ the regularizer's
-       unweighted value at that step: the penalty starts as a fixed fraction $\rho$ of the
-       loss's scale, whatever the units of either.
-    3. *Adapt*: with $e = \operatorname{clip}(\log(\bar N / N), -1, 1)$, where $\bar N$ is
-       an exponential moving average of the measured NFE (decay `average`), after every
-       step
-       $$I \leftarrow I + \eta\,e, \qquad \log w = I + \kappa\,e,$$
-       a proportional-integral controller in log space (as adaptive step-size controllers
-       are, Söderlind 2002): the integral $I$ (started at $\log w_0$) is the slow dual
-       ascent on $\mathbb{E}[\mathrm{NFE}] \le N$; the proportional term ($\kappa$ =
-       `gain`) pushes at once while solves are over budget and *lets go at once* when they
-       fall below it. The cost answers the weight with a lag of tens of optimiser steps; a
-       pure integral fast enough to matter overshoots through that lag and collapses the
-       model (measured: see docs/training.md), the proportional term damps it. Both are
-       scale-free: they depend on the *ratio* NFE/N, never on the loss's or the penalty's
-       units, so $\eta$ and $\kappa$ need no tuning per problem.
+    1. *Warm-up*: the weight is 0 for at least `warmup` steps, and until the model has
+       learned: $\bar{\mathcal L} \le \mathcal L_0 - \text{learned}\,|\mathcal L_0|$, with
+       $\mathcal L_0$ the highest $\bar{\mathcal L}$ so far (typically the initial loss).
+       A penalty switched on while the model is still on its initial plateau keeps it there
+       (measured: docs/training.md). The reference $N_0$ is $\bar N$ at the start; a
+       relative budget is $N = \text{target}\cdot N_0$.
+    2. *Start*: the weight starts at `init`, or, when `init` is `None` (default), at
+       $w_0 = \rho\,|\bar{\mathcal L}| / R$ ($\rho$ = `init_ratio`, $R$ the regularizer's
+       unweighted value at that step): the penalty starts as a small fraction of the
+       *current* loss, whatever the units of either.
+    3. *Adapt*: with $e = \operatorname{clip}(\log(\bar N / N), -1, 1)$, after every step
+       $$\log w \leftarrow \log w + \begin{cases} \eta\,e & e > 0 \\ \eta_r\,e & e \le 0
+       \end{cases}$$
+       a multiplicative (log-space) dual ascent on $\mathbb E[\mathrm{NFE}] \le N$ that
+       raises the weight slowly ($\eta$ = `lr`) and releases it fast ($\eta_r$ =
+       `release`): the cost answers the weight with a lag of tens of steps, and a weight
+       too high for that long collapses the model, which does not come back (measured:
+       docs/training.md); a weight too low only costs time.
+       **Quality guard** (`tolerance`): while
+       $\bar{\mathcal L} > \mathcal L^\ast + \text{tolerance}\cdot
+       \max(|\mathcal L^\ast|, \text{floor}\,|\mathcal L_0|)$ (a band $b$ above
+       $\mathcal L^\ast$, the lowest $\bar{\mathcal L}$ since the start), the weight is
+       released whatever the cost, the faster the further the loss is out of the band:
+       $e = -\min(1, \text{excess}/b)$. The weight never falls below its start $w_0$ (a
+       penalty of a hundredth of the loss, harmless on every problem measured). When the
+       budget and "nearly as good" conflict, the loss wins and `BudgetState.held` counts
+       the steps it did.
+
+    Every quantity is a ratio (NFE to budget, loss to its own scale), so the defaults do
+    not depend on the units of the loss or the penalty.
 
     NFE is the number of vector-field evaluations per solve that the loss reports for the
-    step (`aux["num_fevals"]`, averaged over a `vmap`ped batch). The reference is measured
-    early in training: a model whose unregularized cost keeps growing afterwards is held
-    to a fraction of its *early* cost (stricter than of its final one); `docs/training.md`
-    shows both on the generalization suite.
+    step (`aux["num_fevals"]`, averaged over a `vmap`ped batch).
 
     **Arguments:**
 
-    - `target`: the budget as a fraction of the warm-up NFE, in (0, 1] (e.g. 0.5). Give
-      exactly one of `target` and `target_nfe`.
+    - `target`: the budget as a fraction of the unregularized NFE, in (0, 1] (e.g. 0.5).
+      Give exactly one of `target` and `target_nfe`.
     - `target_nfe`: the budget as an absolute NFE per solve (> 0).
-    - `lr`: $\eta$, the integral gain: the largest change of $I$ per step (> 0; default
-      0.02: a factor of about 2 in 35 steps at twice the budget).
-    - `gain`: $\kappa$, the proportional gain (>= 0; default 1: $w$ is $e\times$ its
-      integral at $e\times$ the budget).
-    - `average`: the decay of the NFE's moving average, in [0, 1) (default 0.9).
-    - `warmup`: unregularized steps before the weight starts (>= 1 with `target`, whose
-      reference they measure), or a fraction in (0, 1) of the training steps (`ndes.fit`
-      resolves it; see `for_steps`). Default: 40 % of training with `target` (the
-      unregularized NFE grows while the model learns, so a short warm-up measures too low
-      a reference: see docs/training.md); with `target_nfe`, 0 when `init` is given (start
-      there), else 1.
+    - `lr`: $\eta$, the raise per step at $e = 1$ (> 0; default 0.05: twice the budget
+      doubles the weight in 20 steps).
+    - `release`: $\eta_r$, the release per step at $e = -1$ (> 0; default 0.25: the guard
+      halves the weight in 3 steps).
+    - `average`, `loss_average`: the decays of the moving averages, in [0, 1) (defaults
+      0.9 and 0.95).
+    - `tolerance`: the quality guard's allowed rise of the task loss, relative (default
+      0.1), or `None` to pursue the budget whatever the loss.
+    - `floor`: the guard's floor as a fraction of the initial loss $|\mathcal L_0|$
+      (default 0.05): a fitted training loss near 0 would otherwise allow no rise at all.
+    - `learned`: the fall of the loss below its warm-up high that starts the budget
+      (default 0.1; 0 starts at the end of `warmup`).
+    - `warmup`: steps before the weight may start (>= 1 with `target`, whose reference they
+      measure), or a fraction in (0, 1) of the training steps (`ndes.fit` resolves it; see
+      `for_steps`). Default: 40 % of training with `target`; with `target_nfe`, 0 when
+      `init` is given (start there, at once), else 1.
     - `init`: the starting weight (> 0), or `None` to start at `init_ratio` of the loss.
-    - `init_ratio`: $\rho$ (> 0).
+    - `init_ratio`: $\rho$ (> 0; default 0.01).
     - `max_weight`: optional upper clip of the weight.
 
     **Reference:** the constrained-optimisation view of a cost budget follows Platt & Barr,
@@ -112,12 +134,16 @@ class BudgetWeight(eqx.Module):
 
     target: float | None = eqx.field(static=True, default=None)
     target_nfe: float | None = eqx.field(static=True, default=None)
-    lr: float = eqx.field(static=True, default=0.02)
-    gain: float = eqx.field(static=True, default=1.0)
+    lr: float = eqx.field(static=True, default=0.1)
+    release: float = eqx.field(static=True, default=0.25)
     average: float = eqx.field(static=True, default=0.9)
+    loss_average: float = eqx.field(static=True, default=0.8)
+    tolerance: float | None = eqx.field(static=True, default=0.1)
+    floor: float = eqx.field(static=True, default=0.05)
+    learned: float = eqx.field(static=True, default=0.1)
     warmup: int | float | None = eqx.field(static=True, default=None)
     init: float | None = eqx.field(static=True, default=None)
-    init_ratio: float = eqx.field(static=True, default=0.1)
+    init_ratio: float = eqx.field(static=True, default=0.01)
     max_weight: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
@@ -140,12 +166,23 @@ class BudgetWeight(eqx.Module):
                 f"BudgetWeight(target_nfe={self.target_nfe!r}) must be a positive number: the "
                 "function evaluations per solve you are willing to pay."
             )
-        if not (number(self.lr) and self.lr > 0):
-            raise ValueError(f"BudgetWeight(lr={self.lr!r}) must be a positive number.")
-        if not (number(self.gain) and self.gain >= 0):
-            raise ValueError(f"BudgetWeight(gain={self.gain!r}) must be a non-negative number.")
-        if not (number(self.average) and 0 <= self.average < 1):
-            raise ValueError(f"BudgetWeight(average={self.average!r}) must lie in [0, 1).")
+        for name in ("lr", "release"):
+            v = getattr(self, name)
+            if not (number(v) and v > 0):
+                raise ValueError(f"BudgetWeight({name}={v!r}) must be a positive number.")
+        for name in ("average", "loss_average"):
+            v = getattr(self, name)
+            if not (number(v) and 0 <= v < 1):
+                raise ValueError(f"BudgetWeight({name}={v!r}) must lie in [0, 1).")
+        if self.tolerance is not None and not (number(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(
+                f"BudgetWeight(tolerance={self.tolerance!r}) must be a non-negative number (the "
+                "allowed relative rise of the loss, e.g. 0.1), or None to disable the guard."
+            )
+        for name in ("floor", "learned"):
+            v = getattr(self, name)
+            if not (number(v) and 0 <= v < 1):
+                raise ValueError(f"BudgetWeight({name}={v!r}) must lie in [0, 1).")
         min_warmup = 1 if (self.target is not None or self.init is None) else 0
         fraction = isinstance(self.warmup, float) and 0.0 < self.warmup < 1.0
         if (
@@ -214,15 +251,23 @@ class BudgetWeight(eqx.Module):
         return dataclasses.replace(self, warmup=max(1, int(round(w * total_steps))))
 
     def init_state(self, dtype=None) -> BudgetState:
-        """The state before the first step (weight 0 during the warm-up, else `init`)."""
+        """The state before the first step (weight 0 until the start, or `init` at once
+        when there is no warm-up)."""
         dtype = jnp.result_type(float) if dtype is None else dtype
-        w0 = self.init if self.warmup_steps == 0 else 0.0
+        at_once = self.warmup_steps == 0
+        w0 = self.init if at_once else 0.0
+        zero = jnp.zeros((), dtype)
         return BudgetState(
             weight=jnp.asarray(w0, dtype),
-            reference_nfe=jnp.zeros((), dtype),
-            loss_scale=jnp.zeros((), dtype),
-            nfe_average=jnp.zeros((), dtype),
+            reference_nfe=zero,
+            loss_scale=zero,
+            nfe_average=zero,
+            loss_average=zero,
+            loss_best=zero,
             log_integral=jnp.log(jnp.asarray(max(w0, _TINY), dtype)),
+            log_start=jnp.log(jnp.asarray(max(w0, _TINY), dtype)),
+            started=jnp.asarray(at_once),
+            held=jnp.zeros((), jnp.int32),
             step=jnp.zeros((), jnp.int32),
         )
 
@@ -231,6 +276,9 @@ class BudgetWeight(eqx.Module):
         if self.target_nfe is not None:
             return jnp.asarray(self.target_nfe, state.weight.dtype)
         return self.target * state.reference_nfe
+
+    def _needs_loss(self) -> bool:
+        return self.init is None or self.tolerance is not None or self.learned > 0
 
     def update(
         self,
@@ -245,9 +293,10 @@ class BudgetWeight(eqx.Module):
 
         - `state`: the current `BudgetState`.
         - `nfe`: the function evaluations per solve measured at this step.
-        - `loss`, `value`: the task loss and the regularizer's unweighted value
-          (`sol.penalty_terms[name]`) at this step; needed only when `init` is `None`
-          (they set the starting weight at the end of the warm-up).
+        - `loss`: the task loss at this step (without the penalty); needed unless
+          `tolerance=None`, `learned=0` and `init` is given.
+        - `value`: the regularizer's unweighted value (`sol.penalty_terms[name]`); needed
+          when `init` is `None` (it sets the starting weight).
 
         **Returns:** the next `BudgetState`. Gradients are stopped: the weight is a dual
         variable, not a parameter.
@@ -255,56 +304,74 @@ class BudgetWeight(eqx.Module):
         sg = jax.lax.stop_gradient
         dtype = state.weight.dtype
         nfe = sg(jnp.asarray(nfe, dtype))
-        k = state.step
-        # Reference: running mean of the NFE over the warm-up's second half.
-        lo = self.warmup_steps // 2
-        in_ref = (k >= lo) & (k < self.warmup_steps)
-        n_seen = (k - lo + 1).astype(dtype)
-        ref = jnp.where(
-            in_ref, state.reference_nfe + (nfe - state.reference_nfe) / n_seen, state.reference_nfe
+        if loss is None:
+            if self._needs_loss():
+                raise ValueError(
+                    "BudgetWeight.update needs loss= (the task loss, without the penalty): it "
+                    "tells when the model has learned, guards the loss, and sets the start. "
+                    "Pass it, or use tolerance=None, learned=0 and an explicit init=."
+                )
+            loss = jnp.zeros((), dtype)
+        if self.init is None and value is None:
+            raise ValueError(
+                "BudgetWeight(init=None).update needs value= (the regularizer's unweighted "
+                "value, sol.penalty_terms[name]) to set the starting weight; pass it, or give "
+                "BudgetWeight an explicit init=."
+            )
+        loss = sg(jnp.asarray(loss, dtype))
+        k, started = state.step, state.started
+        first = k == 0
+        avg = jnp.where(first, nfe, self.average * state.nfe_average + (1 - self.average) * nfe)
+        la = self.loss_average
+        lavg = jnp.where(first, loss, la * state.loss_average + (1 - la) * loss)
+        scale = jnp.where(
+            started, state.loss_scale, jnp.where(first, lavg, jnp.maximum(state.loss_scale, lavg))
         )
-        # Start value at the end of the warm-up.
-        loss_scale = state.loss_scale
+        learned = lavg <= scale - self.learned * jnp.abs(scale)
+        starting = ~started & (k + 1 >= self.warmup_steps) & learned
+        ref = jnp.where(started, state.reference_nfe, avg)
+        budget = self.target_nfe if self.target_nfe is not None else self.target * ref
         if self.init is not None:
             w_start = jnp.asarray(self.init, dtype)
         else:
-            if loss is None or value is None:
-                raise ValueError(
-                    "BudgetWeight(init=None).update needs loss= and value= (the task loss and "
-                    "the regularizer's unweighted value) to set the starting weight; pass them, "
-                    "or give BudgetWeight an explicit init=."
-                )
-            loss = sg(jnp.abs(jnp.asarray(loss, dtype)))
             value = sg(jnp.asarray(value, dtype))
-            loss_scale = jnp.where(
-                k < self.warmup_steps, jnp.maximum(state.loss_scale, loss), state.loss_scale
-            )
-            w_start = self.init_ratio * loss_scale / jnp.maximum(value, _TINY)
-        # Adapt: a PI controller on the log of the (averaged) NFE over the budget.
-        avg = jnp.where(k == 0, nfe, self.average * state.nfe_average + (1 - self.average) * nfe)
-        budget = self.target_nfe if self.target_nfe is not None else self.target * ref
-        error = jnp.clip(jnp.log(jnp.maximum(avg, _TINY) / jnp.maximum(budget, _TINY)), -1.0, 1.0)
-        warmup = self.warmup_steps
-        starting = k + 1 == warmup
+            w_start = self.init_ratio * jnp.abs(lavg) / jnp.maximum(value, _TINY)
+        best = jnp.where(starting | first, lavg, jnp.minimum(state.loss_best, lavg))
+        best = jnp.where(started | starting, best, state.loss_best)
+        error = jnp.clip(jnp.log(jnp.maximum(avg, _TINY) / jnp.maximum(budget, _TINY)), -1, 1)
+        if self.tolerance is None:
+            held = jnp.zeros((), bool)
+        else:
+            band = self.tolerance * jnp.maximum(jnp.abs(best), self.floor * jnp.abs(scale))
+            excess = (lavg - best - band) / jnp.maximum(band, _TINY)
+            held = started & (excess > 0)
+            error = jnp.where(held, jnp.minimum(error, -jnp.minimum(excess, 1.0)), error)
+        delta = jnp.where(error > 0, self.lr * error, self.release * error)
+        log_start = jnp.where(starting, jnp.log(jnp.maximum(w_start, _TINY)), state.log_start)
         log_integral = jnp.where(
             starting,
-            jnp.log(jnp.maximum(w_start, _TINY)),
-            jnp.where(k + 1 < warmup, state.log_integral, state.log_integral + self.lr * error),
+            log_start,
+            jnp.where(
+                started, jnp.maximum(state.log_integral + delta, log_start), state.log_integral
+            ),
         )
         if self.max_weight is not None:
             log_integral = jnp.minimum(log_integral, jnp.log(self.max_weight))
-        adapted = jnp.exp(log_integral + jnp.where(starting, 0.0, self.gain * error))
-        weight = jnp.where(k + 1 < warmup, 0.0, adapted)
-        weight = jnp.where(jnp.isfinite(weight), weight, state.weight)
         log_integral = jnp.where(jnp.isfinite(log_integral), log_integral, state.log_integral)
-        if self.max_weight is not None:
-            weight = jnp.minimum(weight, self.max_weight)
+        on = started | starting
+        weight = jnp.where(on, jnp.exp(log_integral), 0.0)
+        weight = jnp.where(jnp.isfinite(weight), weight, state.weight)
         return BudgetState(
             weight=weight.astype(dtype),
             reference_nfe=ref,
-            loss_scale=loss_scale,
+            loss_scale=scale,
             nfe_average=avg,
+            loss_average=lavg,
+            loss_best=best,
             log_integral=log_integral.astype(dtype),
+            log_start=log_start.astype(dtype),
+            started=on,
+            held=state.held + held.astype(jnp.int32),
             step=k + 1,
         )
 
