@@ -208,7 +208,12 @@ def _markdown_blocks(path: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "path,index",
-    [("README.md", 0), ("docs/getting_started.md", 0), ("docs/getting_started.md", 1)],
+    [
+        ("README.md", 0),
+        ("docs/getting_started.md", 0),
+        # compiles a whole `ndes.fit` step: ~10 s idle, ~55 s on a loaded 2-core machine
+        pytest.param("docs/getting_started.md", 1, marks=pytest.mark.slow),
+    ],
 )
 def test_readme_and_getting_started_examples_run(path, index):
     code = _markdown_blocks(ROOT / path)[index]
