@@ -263,8 +263,22 @@ def test_notebook_links_name_existing_pages(path):
     nb = json.loads(path.read_text())
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert not re.search(r"\]\([^)#]*\.md\b", text), f"{path.name}: link a site URL, not a .md"
-    for page in re.findall(r"\]\(\.\./\.\./([\w/]+?)/(?:#[^)]*)?\)", text):
+    for page, anchor in re.findall(r"\]\(\.\./\.\./([\w/]+?)/(?:#([^)]*))?\)", text):
         assert (DOCS / f"{page}.md").exists(), (path.name, page)
+        if anchor:
+            assert anchor in _heading_slugs(DOCS / f"{page}.md"), (path.name, page, anchor)
+
+
+def _heading_slugs(path: Path) -> set[str]:
+    """The ids mkdocs gives the headings of a page (Python-Markdown's toc slugify of the
+    heading text without its inline code marks)."""
+    from markdown.extensions.toc import slugify
+
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {
+        slugify(m.group(1).replace("`", ""), "-")
+        for m in re.finditer(r"^#{1,6} (.+?)\s*$", text, re.M)
+    }
 
 
 def test_private_name_pattern_can_fail():
