@@ -8,11 +8,13 @@ observations.
     python examples/uea_classification.py --model lsde --reg error --budget 100
 
 Pipeline: `ndes.data.load_uea` (train/test as shipped, seeded missingness, train-only
-standardisation) -> `cde_features` (time, forward-filled values, cumulative observation count
-per channel) -> backward-Hermite cubic coefficients -> `ndes.NeuralCDE` (joint batch, Tsit5 +
-PID, final time = each series' last real observation) trained with `ndes.fit` (Adam, by
-default lr 1e-2 with warm-up and cosine decay).
-`--model lsde`: `ndes.NeuralLSDE` with the same path as drift input (Oh et al. 2024). Its noise
+standardisation) -> `ndes.data.prepare_cde` (time, forward-filled values, cumulative
+observation count per channel; backward-Hermite cubic coefficients; each series' last real
+observation time) -> `ndes.NeuralCDE` in `ndes.models.CDEClassifier` (joint batch, Tsit5 +
+PID) trained with `ndes.fit` on `ndes.train.classification_loss` (Adam, by default lr 1e-2
+with warm-up and cosine decay).
+`--model lsde`: `ndes.NeuralLSDE` in `ndes.models.StableSDEClassifier`, with the same path as
+drift input (Oh et al. 2024). Its noise
 is additive, so by default it is solved adaptively with `diffrax.ShARK` (strong order 1.5 for
 additive noise, embedded error estimate) + PID on a `VirtualBrownianTree` with space-time
 Levy area; `--sde-solver heun` is the generic (any-noise) alternative,
@@ -42,29 +44,18 @@ import numpy as np
 import optax
 
 import ndes
-from ndes.data import cde_features, hermite_coefficients, load_uea
-
-
-def prepare(split):
-    feats = cde_features(split.times, split.values)
-    ts = jnp.asarray(split.times)
-    coeffs = hermite_coefficients(ts, jnp.asarray(feats))
-    t1 = jnp.asarray(split.times[np.arange(len(split.lengths)), split.lengths - 1])
-    return {
-        "ts": ts,
-        "coeffs": coeffs,
-        "t1": t1,
-        "label": jnp.asarray(split.labels),
-    }
-
+from ndes.data import load_uea, prepare_cde
+from ndes.models import CDEClassifier, StableSDEClassifier
+from ndes.train import classification_loss
 
 SDE_SOLVERS = {"heun": diffrax.Heun, "shark": diffrax.ShARK, "euler": diffrax.Euler}
 
 
 def build(kind, channels, hidden, num_classes, width, seed, rtol, sde_solver="shark", grid=None):
+    """A classifier on `(times, coeffs, t1)`: `ndes.NeuralCDE` or `ndes.NeuralLSDE`."""
     ctrl = diffrax.PIDController(rtol=rtol, atol=rtol * 1e-2)
     if kind == "ncde":
-        return ndes.NeuralCDE(
+        cde = ndes.NeuralCDE(
             channels,
             hidden,
             num_classes,
@@ -73,8 +64,9 @@ def build(kind, channels, hidden, num_classes, width, seed, rtol, sde_solver="sh
             key=jax.random.key(seed),
             stepsize_controller=ctrl,
         )
+        return CDEClassifier(cde)
     fixed = sde_solver == "euler"
-    return ndes.NeuralLSDE(
+    sde = ndes.NeuralLSDE(
         hidden,
         width,
         2,
@@ -87,14 +79,7 @@ def build(kind, channels, hidden, num_classes, width, seed, rtol, sde_solver="sh
         stepsize_controller=diffrax.ConstantStepSize() if fixed else ctrl,
         num_steps=grid if fixed else None,
     )
-
-
-def forward(model, b, key, **kw):
-    if isinstance(model, ndes.NeuralCDE):
-        return model(b["ts"], b["coeffs"], t1=b["t1"], **kw)
-    ts = b["ts"][0]
-    control = jax.vmap(lambda c: diffrax.CubicInterpolation(ts, c))(b["coeffs"])
-    return model(ts, control, key=key, **kw)
+    return StableSDEClassifier(sde)
 
 
 def optimiser(lr, schedule, steps):
@@ -107,29 +92,22 @@ def run_one(a, missing, reg, seed, progress):
     """One training run; `a` holds the command-line settings (see `main`)."""
     kind, name, weight, steps = a.model, a.dataset, a.weight, a.steps
     data = load_uea(name, missing=missing, seed=seed)
-    train, test = prepare(data.train), prepare(data.test)
-    channels = train["coeffs"][0].shape[-1]
+    train, test = prepare_cde(data.train), prepare_cde(data.test)
     grid = a.grid or int(data.train.times.shape[1]) - 1
     model = build(
-        kind, channels, a.hidden, data.num_classes, a.width, seed, a.rtol, a.sde_solver, grid
+        kind, train.channels, a.hidden, data.num_classes, a.width, seed, a.rtol, a.sde_solver, grid
     )
     regs = (ndes.ErrorEstimate(weight),) if reg == "error" else ()
 
-    def loss_fn(model, b, *, key, regularizers, train_step):
-        out = forward(model, b, key, regularizers=regularizers, train_step=train_step)
-        logp = jax.nn.log_softmax(out.ys)
-        ce = -jnp.mean(jnp.take_along_axis(logp, b["label"][:, None], axis=1))
-        return ce, ndes.train.solution_aux(out)
-
     def predict(model, b):
-        out = forward(model, b, jax.random.key(seed + 2000))
-        return jnp.argmax(out.ys, -1), out.stats["num_fevals"]
+        logits, out = model(b.times, b.coeffs, b.t1, key=jax.random.key(seed + 2000))
+        return jnp.argmax(logits, -1), out.stats["num_fevals"]
 
     t = time.perf_counter()
     res = ndes.fit(
         model,
         train,
-        loss_fn,
+        classification_loss,
         optimiser(a.lr, a.schedule, steps),
         key=jax.random.key(seed + 1000),
         batch_size=a.batch,
@@ -146,7 +124,7 @@ def run_one(a, missing, reg, seed, progress):
     t = time.perf_counter()
     pred, nfe = jax.block_until_ready(predict_jit(res.model, test))
     predict_s = time.perf_counter() - t
-    acc = float(jnp.mean(pred == test["label"]))
+    acc = float(jnp.mean(pred == test.labels))
     return {
         "model": kind,
         "dataset": name,

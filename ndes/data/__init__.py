@@ -4,7 +4,7 @@
   classification sets), `load_digits` (scikit-learn's 8x8 digits).
 - Synthetic, deterministic given a PRNG key: `spirals`, `lotka_volterra`, `ornstein_uhlenbeck`.
 - Missingness and features: `drop_observations`, `cde_features`, `hermite_coefficients`,
-  `linear_coefficients`.
+  `linear_coefficients`; `prepare_cde` (a UEA split as neural-CDE inputs, `CDEData`).
 
 See docs/data.md.
 """
@@ -17,7 +17,9 @@ from ._missing import drop_observations as drop_observations
 from ._synthetic import lotka_volterra as lotka_volterra
 from ._synthetic import ornstein_uhlenbeck as ornstein_uhlenbeck
 from ._synthetic import spirals as spirals
+from ._uea import CDEData as CDEData
 from ._uea import Split as Split
 from ._uea import UEADataset as UEADataset
 from ._uea import available_uea as available_uea
 from ._uea import load_uea as load_uea
+from ._uea import prepare_cde as prepare_cde

@@ -3,10 +3,13 @@
 import dataclasses
 import functools
 from pathlib import Path
+from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Int
 
+from ._features import cde_features, hermite_coefficients
 from ._missing import drop_observations
 
 
@@ -129,3 +132,63 @@ def load_uea(
         tr = dataclasses.replace(tr, values=(tr.values - mean) / std)
         te = dataclasses.replace(te, values=(te.values - mean) / std)
     return UEADataset(name, tr, te, len(classes), tr.values.shape[-1], mean, std)
+
+
+class CDEData(NamedTuple):
+    """A split ready for `ndes.NeuralCDE` and `ndes.fit`: host NumPy arrays with a leading
+    series axis `N`, in JAX's default float dtype (float32 unless `jax_enable_x64`).
+
+    A `NamedTuple`, so it is a pytree (`ndes.fit` batches every leaf along `N`) and unpacks
+    as `*inputs, labels = batch` (`ndes.train.classification_loss` does).
+
+    - `times` (N, L): the observation times (`Split.times`).
+    - `coeffs`: the 4-tuple of backward-Hermite cubic coefficients, each (N, L-1, D), of the
+      features `[time, forward-filled values, observation counts]` (D = 2 C + 1).
+    - `t1` (N,): each series' last real observation time (where its readout is taken).
+    - `labels` (N,) int32: class indices.
+    """
+
+    times: Float[np.ndarray, "N L"]
+    coeffs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    t1: Float[np.ndarray, " N"]
+    labels: Int[np.ndarray, " N"]
+
+    @property
+    def channels(self) -> int:
+        """D: the number of path channels (`NeuralCDE`'s `input_channels`)."""
+        return int(self.coeffs[0].shape[-1])
+
+
+def prepare_cde(
+    split: Split, *, time_scale: float | None = None, count_scale: float | None = None
+) -> CDEData:
+    """A UEA split as neural-CDE inputs: features, Hermite coefficients, final times, labels.
+
+    The one preparation used by `ndes train` (`data.name = "uea"`) and
+    `examples/uea_classification.py`: `cde_features(split.times, split.values)` with its
+    default scales (time divided by the longest span, counts by the padded length `L`, so
+    every channel moves by O(1); Kidger et al. 2020 for the count channel), cast to JAX's
+    default float dtype, then `hermite_coefficients`. The path is constant after a series'
+    last observation, and `t1` is that observation's time.
+
+    **Arguments:**
+
+    - `split`: `UEADataset.train` or `.test` from `ndes.data.load_uea` (standardised values,
+      NaN where missing).
+    - `time_scale`, `count_scale`: passed to `cde_features`. The defaults agree between the
+      train and test splits of `load_uea` (both padded to the same length on the same grid);
+      otherwise pass the train split's scales to the test split's call.
+
+    **Returns:** a `CDEData` of host arrays (see there for shapes).
+
+    Raises `ValueError` as `cde_features` and `hermite_coefficients` do (e.g. an all-NaN
+    series).
+    """
+    dtype = np.dtype(jnp.result_type(float))
+    feats = cde_features(
+        split.times, split.values, time_scale=time_scale, count_scale=count_scale
+    ).astype(dtype)
+    times = np.asarray(split.times, dtype)
+    coeffs = tuple(np.asarray(c) for c in hermite_coefficients(times, feats))
+    t1 = times[np.arange(len(times)), np.asarray(split.lengths) - 1]
+    return CDEData(times, coeffs, t1, np.asarray(split.labels, np.int32))

@@ -1,6 +1,9 @@
 """Equinox models solved by `ndes.diffeqsolve`, so every regularizer and counter applies."""
 
 from ._cde import NeuralCDE as NeuralCDE
+from ._classifiers import CDEClassifier as CDEClassifier
+from ._classifiers import ODEClassifier as ODEClassifier
+from ._classifiers import StableSDEClassifier as StableSDEClassifier
 from ._latent_sde import LatentSDE as LatentSDE
 from ._mlp import MLPVectorField as MLPVectorField
 from ._ode import ModelOutput as ModelOutput

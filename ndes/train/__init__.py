@@ -12,6 +12,7 @@ from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._fit import FitResult as FitResult
 from ._fit import fit as fit
+from ._losses import classification_loss as classification_loss
 from ._metrics import read_metrics as read_metrics
 from ._sharding import data_parallel_mesh as data_parallel_mesh
 from ._sharding import replicate as replicate
@@ -25,6 +26,7 @@ __all__ = [
     "BudgetWeight",
     "BudgetState",
     "solution_aux",
+    "classification_loss",
     "TrainState",
     "init_state",
     "save_checkpoint",

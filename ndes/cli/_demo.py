@@ -5,13 +5,14 @@ a stratified 75/25 split standardised with train statistics). The model is
 
     x (64 pixels) -> linear encoder -> h(0) -> dh/dt = f(h), t in [0, 1] -> linear readout
 
-with `f` a small MLP, solved jointly for the batch by `ndes.NeuralODE` with Tsit5 and a
-`PIDController`, and trained on the cross-entropy with `ndes.fit`: once without
-regularization and once with each global solver-heuristic regularizer (`ErrorEstimate`,
-`StiffnessEstimate`). The table reports what matters: the test accuracy and what a
-prediction costs afterwards -- function evaluations of one image's own solve (each test
-image solved separately, `batch_mode="vmap"`, *without* any regularizer) -- plus the time
-to train and to predict the whole test set.
+with `f` a small MLP (`ndes.models.ODEClassifier`), solved jointly for the batch by
+`ndes.NeuralODE` with Tsit5 and a `PIDController`, and trained on the cross-entropy
+(`ndes.train.classification_loss`) with `ndes.fit`: once without regularization and once
+with each global solver-heuristic regularizer (`ErrorEstimate`, `StiffnessEstimate`). The
+table reports what matters: the test accuracy and what a prediction costs afterwards --
+function evaluations of one image's own solve (each test image solved separately,
+`batch_mode="vmap"`, *without* any regularizer) -- plus the time to train and to predict
+the whole test set.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -32,15 +32,10 @@ import optax
 
 import ndes
 import ndes.data
+from ndes.models import ODEClassifier
+from ndes.train import classification_loss
 
-__all__ = [
-    "DemoConfig",
-    "DemoResult",
-    "DigitsODE",
-    "run_demo",
-    "format_table",
-    "classification_loss",
-]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "format_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,64 +72,6 @@ class DemoResult:
     log_path: Path | None
 
 
-class DigitsODE(eqx.Module):
-    """`logits = readout(h(1))`, `dh/dt = f(h)`, `h(0) = encoder(x)`.
-
-    Called on a batch `x` of shape `(B, 64)`, returns `(logits, ModelOutput)`.
-    """
-
-    encoder: eqx.nn.Linear
-    ode: ndes.NeuralODE
-    readout: eqx.nn.Linear
-
-    def __init__(
-        self,
-        in_size: int,
-        num_classes: int,
-        hidden: int,
-        width: int,
-        depth: int,
-        *,
-        key,
-        activation=jnp.tanh,
-        rtol: float = 1e-3,
-        atol: float = 1e-6,
-        **ode_kwargs,
-    ):
-        """`ode_kwargs` go to `ndes.NeuralODE` (default: Tsit5 with
-        `PIDController(rtol, atol)`, joint batch mode)."""
-        ke, kf, kr = jax.random.split(key, 3)
-        self.encoder = eqx.nn.Linear(in_size, hidden, key=ke)
-        ode_kwargs.setdefault("solver", diffrax.Tsit5())
-        ode_kwargs.setdefault("stepsize_controller", diffrax.PIDController(rtol=rtol, atol=atol))
-        self.ode = ndes.NeuralODE.mlp(
-            hidden, width, depth, key=kf, activation=activation, **ode_kwargs
-        )
-        self.readout = eqx.nn.Linear(hidden, num_classes, key=kr)
-
-    def with_batch_mode(self, batch_mode: str) -> "DigitsODE":
-        """The same parameters with the ODE solved `"joint"`ly or per image (`"vmap"`)."""
-        ode = dataclasses.replace(self.ode, batch_mode=batch_mode)
-        return eqx.tree_at(lambda m: m.ode, self, ode)
-
-    def __call__(self, x, *, regularizers=(), train_step=None):
-        h0 = jax.vmap(self.encoder)(x)
-        ts = jnp.array([0.0, 1.0], dtype=h0.dtype)
-        out = self.ode(ts, h0, regularizers=regularizers, train_step=train_step)
-        logits = jax.vmap(self.readout)(out.ys[:, -1])
-        return logits, out
-
-
-def classification_loss(model, batch, *, key, regularizers, train_step):
-    """The `ndes.fit` loss: cross-entropy, plus penalty/counters and the batch accuracy."""
-    x, y = batch
-    logits, out = model(x, regularizers=regularizers, train_step=train_step)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    aux = ndes.train.solution_aux(out)
-    aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == y) * 100.0
-    return jnp.mean(ce), aux
-
-
 def methods(cfg: DemoConfig) -> list[tuple[str, tuple]]:
     return [
         ("vanilla", ()),
@@ -168,7 +105,7 @@ def _write_jsonl(path: Path, records) -> None:
 
 def _train_one(cfg, name, regs, seed, data, out_dir, progress) -> DemoResult:
     xtr, ytr, xte, yte = data
-    model = DigitsODE(
+    model = ODEClassifier(
         xtr.shape[1],
         10,
         cfg.hidden,

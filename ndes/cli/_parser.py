@@ -1,10 +1,4 @@
-"""The `ndes` command line: `ndes demo`, `ndes train CONFIG.toml`, `ndes plot RUN_DIR`,
-`ndes info`.
-
-Exit codes: 0 success, 1 a failure while running (e.g. a corrupted checkpoint), 2 a usage or
-configuration error (one line on stderr naming the problem), 130 interrupted by Ctrl-C
-(`ndes train` saves a checkpoint first; continue with `--resume`).
-"""
+"""The `ndes` argument parser and its commands (exit codes: see `ndes.cli`)."""
 
 from __future__ import annotations
 
@@ -86,7 +80,8 @@ def _summary(record: dict) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     import warnings
 
-    from ._config import ConfigError, build_job, load_config
+    from ._config import ConfigError, load_config
+    from ._jobs import build_job
 
     try:
         cfg = load_config(args.config)
@@ -102,15 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             job = build_job(cfg)
         except ConfigError as e:
             return _fail("train", str(e))
-        regs = (
-            ", ".join(
-                f"{r['type']}("
-                + (f"target_nfe={r['target_nfe']}" if r["target_nfe"] else f"{r['weight']}")
-                + ")"
-                for r in cfg.regularizers
-            )
-            or "none"
-        )
+        regs = ", ".join(_regularizer_label(r) for r in cfg.regularizers) or "none"
         print(
             f"  {job.description}; regularizers: {regs}; {cfg.steps} steps of batch "
             f"{cfg.batch_size}",
@@ -176,6 +163,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regularizer_label(r) -> str:
+    """`ErrorEstimate(0.01)`, `ErrorEstimate(target_nfe=40)` or `...(target=0.5)`."""
+    if r.target_nfe is not None:
+        return f"{r.type}(target_nfe={r.target_nfe})"
+    if r.target is not None:
+        return f"{r.type}(target={r.target})"
+    return f"{r.type}({r.weight})"
+
+
 def _key(seed: int):
     import jax
 
@@ -183,7 +179,7 @@ def _key(seed: int):
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_run
+    from ..plot import plot_run
 
     keys = args.keys.split(",") if args.keys else None
     try:
@@ -268,7 +264,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,306 @@
+"""`ndes train`'s configuration: the schema's errors name the key, defaults, the shipped
+example configs, the job builders and the docs page that lists every key."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ndes.cli import ConfigError, load_config, parse_config
+from ndes.cli._jobs import DATA_BUILDERS, MODEL_BUILDERS, build_job, build_regularizer
+from ndes.cli._schema import DATA_SPECS, MODEL_SPECS, REGULARIZER_SPECS, OptimizerSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- ndes train: config validation ---------------------------------------------------------
+
+_BASE = {
+    "steps": 4,
+    "data": {"name": "digits"},
+    "model": {"type": "neural_ode", "width": 8},
+    "regularizers": [{"type": "ErrorEstimate", "weight": 1.0}],
+}
+
+
+def _with(**changes):
+    cfg = json.loads(json.dumps(_BASE))
+    for dotted, val in changes.items():
+        *path, last = dotted.split("__")
+        d = cfg
+        for p in path:
+            d = d[int(p)] if isinstance(d, list) else d[p]
+        d[last] = val
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (_with(model__widht=8), r"config key 'model.widht' is unknown; known keys .*width"),
+        (_with(stepz=3), r"config key 'stepz' is unknown"),
+        (_with(model__width="wide"), r"config key 'model.width' must be a positive integer"),
+        (_with(model__width=0), r"config key 'model.width' must be a positive integer"),
+        (_with(steps=True), r"config key 'steps' must be a positive integer"),
+        (_with(optimizer={"lr": -1.0}), r"config key 'optimizer.lr' must be a positive number"),
+        (_with(model__solver="RK4"), r"config key 'model.solver' must be one of"),
+        (_with(data__name="mnist"), r"config key 'data.name' = 'mnist' is not supported"),
+        (
+            _with(regularizers__0__type="Magic"),
+            r"config key 'regularizers\[0\].type' = 'Magic' is not supported; choose one of: "
+            r"ErrorEstimate",
+        ),
+        (
+            _with(regularizers__0__weight="big"),
+            r"config key 'regularizers\[0\].weight' must be a non-negative number",
+        ),
+        (_with(regularizers__0__rtl=1e-3), r"config key 'regularizers\[0\].rtl' is unknown"),
+        (
+            _with(regularizers=[{"type": "KineticEnergy"}]),
+            r"'regularizers\[0\].weight' or 'regularizers\[0\].target_nfe' is needed",
+        ),
+        ({k: v for k, v in _BASE.items() if k != "steps"}, r"config key 'steps' is required"),
+        (
+            _with(model__type="neural_cde"),
+            r"'data.name' = 'digits' is not supported with "
+            r"model.type = 'neural_cde'",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "solver": "Euler"}),
+            r"config key 'model.num_steps' is required with model.solver = 'Euler'",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "num_steps": 8}),
+            r"'model.num_steps' applies only to model.solver = 'Euler'; ShARK is adaptive",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "kind": "gsde"}),
+            r"'ShARK' needs additive noise \(model.kind = 'lsde'\)",
+        ),
+        (
+            _with(
+                data={"name": "uea"},
+                model={"type": "stable_sde", "solver": "Euler", "num_steps": 8},
+            ),
+            r"'regularizers\[0\].type' = 'ErrorEstimate' needs a solver with an error estimate",
+        ),
+        (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "activation": "tanh"}),
+            r"config key 'model.activation' is unknown",
+        ),
+    ],
+)
+def test_config_validation_names_the_key(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (_with(data=3), r"config key 'data' must be a table; got 3 \(int\)"),
+        (_with(data={"test_fraction": 0.5}), r"'data.name' is required; one of digits, spirals"),
+        (
+            _with(regularizers={"type": "ErrorEstimate"}),
+            r"config key 'regularizers' must be an array of tables \(\[\[regularizers\]\]",
+        ),
+        (_with(regularizers=[{"weight": 1.0}]), r"'regularizers\[0\].type' is required"),
+        (
+            _with(
+                regularizers=[
+                    {"type": "ErrorEstimate", "weight": 1.0},
+                    {"type": "KineticEnergy", "weight": -1},
+                ]
+            ),
+            r"config key 'regularizers\[1\].weight' must be a non-negative number; got -1 \(int\)",
+        ),
+        (_with(seed=-1), r"config key 'seed' must be an integer >= 0"),
+        (
+            _with(optimizer={"lr": float("inf")}),
+            r"'optimizer.lr' must be a positive number; got inf",
+        ),
+        (
+            _with(optimizer={"momentum": 1.0}),
+            r"'optimizer.momentum' must be a non-negative number below 1",
+        ),
+        (
+            _with(data={"name": "spirals", "num_times": 1}),
+            r"'data.num_times' must be an integer >= 2",
+        ),
+        (_with(run_dir=""), r"config key 'run_dir' must be a non-empty string"),
+        (
+            _with(model__solver="Euler"),
+            r"config key 'model.dt0' is required with model.solver = 'Euler'",
+        ),
+        (
+            _with(data={"name": "spirals"}, model={"hidden": 8}),
+            r"config key 'model.hidden' applies only to classification",
+        ),
+        (
+            _with(nfe_budget=30.0, regularizers=[{"type": "ErrorEstimate", "target": 0.5}]),
+            r"'nfe_budget' needs at least one regularizer with a numeric weight",
+        ),
+        (
+            _with(model__type="ode"),
+            r"'model.type' = 'ode' is not supported; choose one of: neural_ode, neural_cde, "
+            r"stable_sde",
+        ),
+        (_with(stepz=3), r"known keys in the top level: seed, steps, .*regularizers\."),
+    ],
+)
+def test_config_more_errors_name_the_key(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(raw)
+
+
+def test_config_defaults_and_example_configs():
+    cfg = parse_config(_BASE)
+    assert cfg.batch_size == 64 and cfg.seed == 0 and cfg.model.rtol == 1e-3
+    assert cfg.optimizer.model_dump() == {
+        "type": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.0,
+        "schedule": "constant",
+        "clip_norm": None,
+    }
+    assert isinstance(parse_config(_with(optimizer={"lr": 1})).optimizer.lr, float)
+    assert parse_config(_with(model={})).model.type == "neural_ode"  # the default type
+    examples = sorted((ROOT / "examples" / "configs").glob("*.toml"))
+    assert len(examples) >= 2
+    for path in examples:
+        load_config(path)  # every shipped example is valid
+
+
+_ERR = [{"type": "ErrorEstimate", "weight": 0.01, "rtol": 1e-2, "atol": 1e-4}]
+
+
+@pytest.mark.parametrize(
+    "model, regs",
+    [
+        ({"type": "stable_sde", "width": 8, "hidden": 4, "depth": 1}, _ERR),
+        (
+            {
+                "type": "stable_sde",
+                "width": 8,
+                "hidden": 4,
+                "depth": 1,
+                "kind": "lnsde",
+                "solver": "Euler",
+                "num_steps": 8,
+            },
+            [],
+        ),
+    ],
+    ids=["lsde-shark", "lnsde-euler"],
+)
+def test_stable_sde_job_trains_a_step_on_uea(model, regs):
+    import jax
+    import numpy as np
+
+    import ndes
+
+    raw = {
+        "steps": 1,
+        "batch_size": 8,
+        "data": {"name": "uea", "dataset": "JapaneseVowels", "missing": 0.3},
+        "model": model,
+        "regularizers": regs,
+    }
+    job = build_job(parse_config(raw))
+    assert "stable neural SDE" in job.description
+    res = ndes.fit(
+        job.model,
+        job.data,
+        job.loss_fn,
+        job.optimizer,
+        key=jax.random.key(0),
+        batch_size=8,
+        steps=1,
+        regularizers=job.regularizers,
+        progress=False,
+    )
+    (rec,) = res.history
+    assert np.isfinite(rec["loss"]) and rec["num_fevals"] > 0
+    if regs:
+        assert rec["penalty_terms"]["ErrorEstimate"] > 0
+
+
+def test_config_budget_keys_build_a_budget_weight():
+    import ndes
+
+    cfg = parse_config(
+        _with(regularizers=[{"type": "ErrorEstimate", "target": 0.5, "budget_warmup": 20}])
+    )
+    reg = build_regularizer(cfg.regularizers[0], 0)
+    assert isinstance(reg.weight, ndes.BudgetWeight)
+    assert reg.weight.target == 0.5 and reg.weight.warmup_steps == 20 and reg.weight.init is None
+    both = parse_config(
+        _with(regularizers=[{"type": "ErrorEstimate", "target": 0.5, "target_nfe": 40}])
+    )
+    with pytest.raises(ConfigError, match=r"regularizers\[0\].*exactly one of target="):
+        build_regularizer(both.regularizers[0], 0)
+
+
+def test_config_uea_dataset_is_any_set_aeon_ships():
+    pytest.importorskip("aeon")
+    cfg = parse_config(
+        _with(
+            data={"name": "uea", "dataset": "PickupGestureWiimoteZ"}, model={"type": "neural_cde"}
+        )
+    )
+    assert cfg.data.dataset == "PickupGestureWiimoteZ"
+    with pytest.raises(
+        ConfigError, match=r"'data.dataset' must be a classification set aeon ships"
+    ):
+        parse_config(_with(data={"name": "uea", "dataset": "Nope"}, model={"type": "neural_cde"}))
+
+
+def test_docs_list_every_config_key():
+    """docs/training.md is the reference of the keys: every schema key and choice is there."""
+    from ndes.cli._config import TrainConfig
+
+    docs = (ROOT / "docs" / "training.md").read_text()
+    section = docs[docs.index("### `ndes train CONFIG.toml`") : docs.index("### `ndes plot")]
+    specs = (TrainConfig, OptimizerSpec, *DATA_SPECS, *MODEL_SPECS, *REGULARIZER_SPECS)
+    missing = [
+        f"{spec.__name__}.{k}"
+        for spec in specs
+        for k in spec.model_fields
+        if not any(f"`{form}`" in section for form in (k, f"[{k}]", f"[[{k}]]"))
+    ]
+    assert not missing, f"docs/training.md does not list: {missing}"
+    for spec in (*DATA_SPECS, *MODEL_SPECS, *REGULARIZER_SPECS):
+        tag = "name" if "name" in spec.model_fields else "type"
+        (value,) = spec.model_fields[tag].annotation.__args__
+        assert f"`{value}`" in section or f'"{value}"' in section, value
+
+
+def test_job_builders_cover_the_schema():
+    assert set(DATA_BUILDERS) == {s.model_fields["name"].annotation.__args__[0] for s in DATA_SPECS}
+    assert set(MODEL_BUILDERS) == {
+        s.model_fields["type"].annotation.__args__[0] for s in MODEL_SPECS
+    }
+
+
+def test_sampling_regularizers_get_a_key_and_the_class_defaults():
+    import jax
+
+    import ndes
+
+    cfg = parse_config(
+        _with(
+            regularizers=[
+                {"type": "LocalErrorEstimate", "weight": 0.1},
+                {"type": "JacobianFrobenius", "weight": 0.1, "probe": "rademacher"},
+                {"type": "StiffnessEstimate", "weight": 0.1},
+            ]
+        )
+    )
+    local, jac, stiff = (build_regularizer(r, i) for i, r in enumerate(cfg.regularizers))
+    assert isinstance(local, ndes.LocalErrorEstimate) and local.weight == 0.1
+    assert (
+        jax.random.key_data(local.key).tolist() == jax.random.key_data(jax.random.key(0)).tolist()
+    )
+    assert jac.probe == "rademacher" and jac.key is not None
+    assert stiff.aggregate == ndes.StiffnessEstimate().aggregate  # left out: the class's own
