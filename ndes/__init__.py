@@ -35,6 +35,9 @@ from .models import NeuralLNSDE as NeuralLNSDE
 from .models import NeuralLSDE as NeuralLSDE
 from .models import NeuralODE as NeuralODE
 from .models import NeuralSDE as NeuralSDE
+from .regularizers import AbstractEndTime as AbstractEndTime
+from .regularizers import AbstractIntegralRegularizer as AbstractIntegralRegularizer
+from .regularizers import AbstractLocalRegularizer as AbstractLocalRegularizer
 from .regularizers import AbstractRegularizer as AbstractRegularizer
 from .regularizers import AbstractStepRegularizer as AbstractStepRegularizer
 from .regularizers import ErrorEstimate as ErrorEstimate

@@ -17,15 +17,10 @@ from jaxtyping import ArrayLike, PyTree
 
 from ._counting import CountState, feval_cost, make_counting_controller
 from ._solution import Solution
-from .regularizers._augment import AbstractIntegralRegularizer, Augmentation, ProjectedHook
-from .regularizers._base import AbstractRegularizer, AbstractStepRegularizer
-from .regularizers._local import (
-    AbstractLocalRegularizer,
-    local_step_values,
-    make_sampler,
-    step_evaluations,
-)
-from .regularizers._steer import RandomEndTime
+from .regularizers import Problem
+from .regularizers._augment import Augmentation, ProjectedHook
+from .regularizers._local import local_step_values, make_sampler, step_evaluations
+from .regularizers._mechanisms import Mechanisms, Regularizer
 from .regularizers._wrapped_solver import regularized_solver
 
 __all__ = ["diffeqsolve", "supports_feval_count"]
@@ -36,23 +31,6 @@ def supports_feval_count(solver, terms, t0=0.0, t1=1.0, y0=None, args=None) -> b
     return feval_cost(solver, terms, t0, t1, y0, args) is not None
 
 
-def _as_regularizers(regularizers) -> tuple[AbstractRegularizer, ...]:
-    if isinstance(regularizers, AbstractRegularizer):
-        regularizers = (regularizers,)
-    if not isinstance(regularizers, Sequence):
-        raise TypeError(
-            "ndes.diffeqsolve(regularizers=...) takes a tuple of ndes regularizers, e.g. "
-            f"(ndes.ErrorEstimate(1e-2),); got {type(regularizers).__name__}."
-        )
-    for r in regularizers:
-        if not isinstance(r, AbstractRegularizer):
-            raise TypeError(
-                "ndes.diffeqsolve(regularizers=...) takes ndes regularizers such as "
-                f"ndes.ErrorEstimate or ndes.StiffnessEstimate; got {type(r).__name__}."
-            )
-    return tuple(regularizers)
-
-
 def _unique_names(regs) -> list[str]:
     names, seen = [], {}
     for r in regs:
@@ -61,78 +39,6 @@ def _unique_names(regs) -> list[str]:
         names.append(n if k == 0 else f"{n}_{k}")
         seen[n] = k + 1
     return names
-
-
-class _Kinds:
-    """The regularizers of one solve, sorted by how they reach into it.
-
-    - `step`: per-step hooks on the solver (ErrorEstimate, StiffnessEstimate);
-    - `local`: a sampler hook plus one extra step after the solve (LocalErrorEstimate, ...);
-    - `integral`: extra state integrated with `y` (KineticEnergy, JacobianFrobenius, ...);
-    - `end`: a perturbed end time (RandomEndTime); no penalty.
-    """
-
-    def __init__(self, step, local, integral, end):
-        self.step, self.local, self.integral, self.end = step, local, integral, end
-
-    @classmethod
-    def of(cls, regs) -> "_Kinds":
-        step, local, integral, end = [], [], [], []
-        for r in regs:
-            if isinstance(r, AbstractStepRegularizer):
-                step.append(r)
-            elif isinstance(r, AbstractLocalRegularizer):
-                local.append(r)
-            elif isinstance(r, AbstractIntegralRegularizer):
-                integral.append(r)
-            elif isinstance(r, RandomEndTime):
-                end.append(r)
-            else:
-                raise TypeError(f"Unsupported regularizer type {type(r).__name__}.")
-        if len(end) > 1:
-            raise ValueError(
-                "ndes.diffeqsolve(regularizers=...) got more than one RandomEndTime; pass one."
-            )
-        return cls(tuple(step), tuple(local), tuple(integral), end[0] if end else None)
-
-    def penalised(self, step, local) -> tuple[AbstractRegularizer, ...]:
-        """The regularizers with a penalty term, in the order their values are computed."""
-        return (*step, *local, *self.integral)
-
-    def check(
-        self,
-        solver,
-        terms,
-        t0,
-        t1,
-        saveat,
-        controller,
-        adjoint,
-        solver_state,
-        controller_state,
-        event,
-    ) -> None:
-        if self.step or self.local or self.integral:
-            if isinstance(adjoint, diffrax.BacksolveAdjoint):
-                raise ValueError(
-                    "regularizers cannot be differentiated with adjoint="
-                    "diffrax.BacksolveAdjoint() (it only back-propagates through ys). Use "
-                    "diffrax.RecursiveCheckpointAdjoint() (the default) or "
-                    "diffrax.DirectAdjoint()."
-                )
-            if isinstance(solver, diffrax.AbstractImplicitSolver):
-                raise ValueError(
-                    f"regularizers are supported with explicit solvers; {type(solver).__name__} "
-                    "is implicit. Use e.g. diffrax.Tsit5() or diffrax.Dopri5()."
-                )
-        for r in self.step + self.local:
-            r.check(solver, terms, controller)
-        if self.integral:
-            Augmentation.check(
-                terms, solver, saveat, solver_state, controller_state, event, self.integral
-            )
-        if self.end is not None:
-            self.end.check(t0, t1, saveat, controller)
 
 
 def _concrete_float(x) -> float | None:
@@ -225,7 +131,7 @@ def diffeqsolve(
     solver_state: PyTree[ArrayLike] | None = None,
     controller_state: PyTree[ArrayLike] | None = None,
     made_jump: ArrayLike | None = None,
-    regularizers: Sequence[AbstractRegularizer] | AbstractRegularizer = (),
+    regularizers: Sequence[Regularizer] | Regularizer = (),
     train_step: ArrayLike | None = None,
 ) -> Solution:
     """Solve a differential equation exactly as `diffrax.diffeqsolve` does, and also return
@@ -269,24 +175,25 @@ def diffeqsolve(
     fix (e.g. a `dt0` that is 0, non-finite or points away from `t1`; a traced `dt0` of 0
     raises at run time through `eqx.error_if`); diffrax's own errors otherwise.
     """
-    regs = _as_regularizers(regularizers)
-    kinds = _Kinds.of(regs)
+    kinds = Mechanisms.of(regularizers)
     dt0 = _check_times(t0, t1, dt0)
-    kinds.check(
-        solver,
+    problem = Problem(
         terms,
+        solver,
         t0,
         t1,
+        y0,
+        args,
         saveat,
         stepsize_controller,
         adjoint,
+        event,
         solver_state,
         controller_state,
-        event,
     )
-    step_regs = tuple(r.bind(stepsize_controller) for r in kinds.step)
-    local_regs = tuple(r.bind(stepsize_controller) for r in kinds.local)
-    penalised = kinds.penalised(step_regs, local_regs)
+    kinds = kinds.bind(problem)
+    step_regs, local_regs = kinds.step, kinds.local
+    penalised = kinds.penalised
     weights = [r.resolve_weight(train_step) for r in penalised]
 
     cost = feval_cost(solver, terms, t0, t1, y0, args)
@@ -305,7 +212,7 @@ def diffeqsolve(
     run_terms, run_y0, run_controller, run_saveat = terms, y0, stepsize_controller, saveat
     augmentation = None
     if kinds.integral:
-        augmentation = Augmentation(tuple(r.prepare(y0) for r in kinds.integral))
+        augmentation = Augmentation(kinds.integral)
         run_terms, run_y0, run_controller, run_saveat = augmentation.problem(
             terms, y0, stepsize_controller, saveat, t0, run_t1
         )
@@ -383,7 +290,7 @@ def diffeqsolve(
         values.extend(results[: len(step_regs)])
     if local_regs:
         local_values, t_s, h = local_step_values(
-            local_regs, results[-1], solver, terms, args, direction
+            local_regs, problem, results[-1], solver, direction
         )
         values.extend(local_values)
         stats["local_sample_time"] = t_s

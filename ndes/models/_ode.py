@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._solve import diffeqsolve
+from ..regularizers import AbstractEndTime, AbstractRegularizer
 from ._mlp import MLPVectorField
 
 __all__ = ["NeuralODE", "ModelOutput", "BatchMode"]
@@ -64,25 +64,21 @@ def as_regularizers(regularizers) -> tuple:
 
 
 def per_trajectory_regularizers(regularizers, batch_size: int | None, owner: str) -> tuple:
-    """Set (joint mode, `batch_size` given) or clear (per-sample solves) `batch_axis`.
+    """Every regularizer's `per_trajectory(batch_size)`: per-trajectory means over a joint
+    batch (`batch_size` given) or a single trajectory (per-sample solves, `None`).
 
-    Joint mode needs every regularizer to mean a per-trajectory quantity; those without a
-    `batch_axis` field would silently see the whole batch as one trajectory, so they are
-    refused.
+    Anything that is not an ndes regularizer cannot be made a per-trajectory quantity, so it
+    is refused in joint mode (`ndes.diffeqsolve` refuses it in any mode).
     """
     out = []
     for r in as_regularizers(regularizers):
-        has_axis = any(f.name == "batch_axis" for f in dataclasses.fields(r))
-        if batch_size is None:
-            if has_axis and r.batch_axis is not None:
-                r = dataclasses.replace(r, batch_axis=None, batch_size=None)
-        else:
-            if not has_axis:
-                raise ValueError(
-                    f"{owner}(batch_mode='joint') cannot make {type(r).__name__} a "
-                    "per-trajectory quantity (it has no batch_axis); use batch_mode='vmap'."
-                )
-            r = dataclasses.replace(r, batch_axis=0, batch_size=batch_size)
+        if isinstance(r, AbstractRegularizer | AbstractEndTime):
+            r = r.per_trajectory(batch_size)
+        elif batch_size is not None:
+            raise ValueError(
+                f"{owner}(batch_mode='joint') cannot make {type(r).__name__} a "
+                "per-trajectory quantity (it is not an ndes regularizer); use batch_mode='vmap'."
+            )
         out.append(r)
     return tuple(out)
 

@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._brownian import GridBrownianPath
 from .._solve import diffeqsolve
-from ..regularizers._local import AbstractLocalRegularizer
+from ..regularizers import AbstractLocalRegularizer
 from ._mlp import MLPVectorField
 from ._ode import (
     ModelOutput,

@@ -33,38 +33,8 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Float, PyTree
 
 from ._base import AbstractRegularizer, AbstractStepHook, StepInfo
-from ._error import check_batched_state
 
-__all__ = ["AbstractIntegralRegularizer", "Augmentation", "check_batch_axis"]
-
-
-def check_batch_axis(reg, owner: str) -> None:
-    """Validate the static `batch_axis` / `batch_size` fields of an integral regularizer."""
-    ax = reg.batch_axis
-    if ax is not None and (not isinstance(ax, int) or isinstance(ax, bool) or ax < 0):
-        raise ValueError(
-            f"{owner}(batch_axis={ax!r}) must be None or a non-negative int: the axis of "
-            "every state leaf that indexes the trajectories of a joint solve."
-        )
-    if reg.batch_size is not None and ax is None:
-        raise ValueError(
-            f"{owner}(batch_size={reg.batch_size}) is only meaningful with batch_axis=...; "
-            "pass batch_axis=0 for a (batch, ...) joint state or drop batch_size."
-        )
-
-
-def batch_count(reg, y) -> int:
-    """Number of trajectories in `y` along `reg.batch_axis` (1 without a batch axis)."""
-    if reg.batch_axis is None:
-        return 1
-    check_batched_state(reg, y)  # every leaf has the axis (and matches `batch_size`, if set)
-    sizes = {jnp.shape(leaf)[reg.batch_axis] for leaf in jtu.tree_leaves(y)}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"{type(reg).__name__}(batch_axis={reg.batch_axis}): state leaves disagree on the "
-            f"batch size ({sorted(sizes)})."
-        )
-    return sizes.pop()
+__all__ = ["AbstractIntegralRegularizer", "Augmentation"]
 
 
 def sum_squares(tree: PyTree[Array]) -> Float[Array, ""]:
@@ -74,27 +44,16 @@ def sum_squares(tree: PyTree[Array]) -> Float[Array, ""]:
 class AbstractIntegralRegularizer(AbstractRegularizer):
     """A penalty $\\int_{t_0}^{t_1} r(t, y(t))\\,dt$ integrated as extra state.
 
-    Subclasses give the integrand `rate` ($r \\ge 0$). The integral is over $|dt|$: a
-    backward solve ($t_1 < t_0$) gives the same non-negative value as its forward mirror.
-    When the state is a batch of trajectories solved jointly (`batch_axis` set), `rate` must
-    be the batch *sum*; it is divided by the batch size so that the penalty is the
-    per-trajectory mean.
+    A subclass gives the integrand `rate` ($r \\ge 0$) and declares `needs_vjp` (a class
+    variable: whether `rate` needs the vector-Jacobian product of the vector field). The
+    integral is over $|dt|$: a backward solve ($t_1 < t_0$) gives the same non-negative value
+    as its forward mirror. When the state is a batch of trajectories solved jointly
+    (`batch_axis` set), `rate` must be the batch *sum*; it is divided by the batch size
+    here, so that the penalty is the per-trajectory mean. (Unlike a step value, `rate` is not
+    vmapped per trajectory: the vector field and its VJP are evaluated on the whole batch.)
     """
 
-    batch_axis: eqx.AbstractVar[int | None]
-    batch_size: eqx.AbstractVar[int | None]
-
-    @property
-    def needs_vjp(self) -> bool:
-        """Whether `rate` needs the vector-Jacobian product of the vector field."""
-        return False
-
-    def check(self, terms, solver) -> None:
-        """Raise `ValueError` if this regularizer cannot be integrated on `terms`."""
-
-    def prepare(self, y0: PyTree[Array]) -> "AbstractIntegralRegularizer":
-        """A copy with whatever is drawn once per solve (e.g. probe vectors) filled in."""
-        return self
+    needs_vjp: eqx.AbstractClassVar[bool]
 
     @abc.abstractmethod
     def rate(
@@ -265,15 +224,13 @@ class Augmentation(eqx.Module):
                 f"event= is not supported with {names} (the event function would see the "
                 "augmented state). Solve without them, or use ndes.ErrorEstimate."
             )
-        for r in regularizers:
-            r.check(terms, solver)
 
     def problem(self, terms, y0, controller, saveat, t0, t1):
         """`(terms, y0, controller, saveat)` of the augmented solve on `[t0, t1]` (either
         direction: the accumulators integrate the rates against `|dt|`)."""
         y0 = jtu.tree_map(jnp.asarray, y0)
         dtype = _dtype(y0)
-        scales = tuple(float(batch_count(r, y0)) for r in self.regularizers)
+        scales = tuple(float(r.batch_count(y0)) for r in self.regularizers)
         direction = jnp.where(jnp.asarray(t0) <= jnp.asarray(t1), 1, -1)
         field = _AugmentedField(terms.vector_field, self.regularizers, direction, scales)
         acc0 = tuple(jnp.zeros((), dtype) for _ in self.regularizers)

@@ -1,14 +1,28 @@
-"""Base classes of the regularization layer.
+"""The one regularizer interface.
 
-A regularizer contributes one differentiable scalar to `Solution.penalty` and reports its
-unweighted value in `Solution.penalty_terms`. This module defines the shared parts: the
-weight (a float or an optax schedule of the training step) and the per-step protocol used
-by the global solver-heuristic regularizers.
+Every penalty in ndes is an `AbstractRegularizer`. It has a `weight` (a float or a schedule of
+the training step), a name, and an optional per-trajectory batch axis; `bind(problem)` is the
+one check (it raises `ValueError` naming the fix when the regularizer cannot be used in this
+solve, and returns the regularizer ready for it). How a regularizer reaches into the solve is
+its *mechanism*, one abstract subclass each (see `docs/architecture.md`):
+
+- `AbstractStepRegularizer` (`_step.py`): a value per accepted solver step, read off the
+  solver's own step (`ErrorEstimate`, `StiffnessEstimate`);
+- `AbstractLocalRegularizer` (`_local.py`): one step estimate taken on one extra step from a
+  sampled time (`LocalErrorEstimate`, `LocalStiffnessEstimate`);
+- `AbstractIntegralRegularizer` (`_augment.py`): an integral over the trajectory, integrated
+  as extra state (`KineticEnergy`, `JacobianFrobenius`, `TaylorDerivative`).
+
+`AbstractEndTime` is not a penalty: it changes the end time of the solve (`RandomEndTime`).
+
+Classes follow equinox's abstract-or-final pattern: abstract classes declare `AbstractVar`s
+and abstract methods, and their concrete methods are never overridden.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable
@@ -17,15 +31,18 @@ from typing import Any, Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
 __all__ = [
     "AbstractRegularizer",
+    "AbstractEndTime",
     "AbstractStepHook",
-    "AbstractStepRegularizer",
+    "Problem",
     "StepInfo",
     "Aggregate",
+    "Weight",
 ]
 
 Aggregate = Literal["sum", "mean", "max"]
@@ -42,21 +59,94 @@ def check_aggregate(aggregate: str, owner: str) -> None:
         )
 
 
+class Problem(eqx.Module):
+    """The solve a regularizer is bound to: the arguments of `ndes.diffeqsolve`.
+
+    `bind(problem)` reads what it needs from here (e.g. `ErrorEstimate` takes its tolerances
+    from `stepsize_controller`, `JacobianFrobenius` draws its probe shaped like `y0`).
+    """
+
+    terms: PyTree
+    solver: Any
+    t0: Any
+    t1: Any
+    y0: PyTree
+    args: PyTree
+    saveat: Any
+    stepsize_controller: Any
+    adjoint: Any
+    event: Any = None
+    solver_state: Any = None
+    controller_state: Any = None
+
+
+class StepInfo(eqx.Module):
+    """What one attempted solver step exposes to a per-step regularizer.
+
+    All arrays are those of the solver's own step (diffrax's normalised time direction:
+    `t1 >= t0`). `dense_info` is the solver's dense output (for Runge--Kutta methods
+    `dense_info["k"]` holds the stage increments `h * f_i`, stacked along axis 0).
+    """
+
+    terms: PyTree
+    solver: Any
+    t0: Real[Array, ""]
+    t1: Real[Array, ""]
+    y0: PyTree[Array]
+    y1: PyTree[Array]
+    y_error: PyTree[Array] | None
+    dense_info: dict[str, PyTree[Array]]
+    args: PyTree
+
+
 class AbstractRegularizer(eqx.Module):
     """A penalty that makes a learned differential equation cheaper to solve.
 
-    Every regularizer has a `weight`: either a finite non-negative number or a schedule (any
-    callable of the training step, such as an `optax` schedule), resolved by
-    `resolve_weight`. Anything else (a negative, infinite or NaN number, a string, an array
-    of more than one element) raises `ValueError` at construction; a schedule's value is
-    checked when the solve runs (`eqx.error_if`: negative or non-finite raises).
+    **Fields every regularizer declares:**
+
+    - `weight`: a finite non-negative number or a schedule (any callable of the training
+      step, such as an `optax` schedule), resolved by `resolve_weight`. Anything else (a
+      negative, infinite or NaN number, a string, an array of more than one element) raises
+      `ValueError` at construction; a schedule's value is checked when the solve runs
+      (`eqx.error_if`: negative or non-finite raises).
+    - `batch_axis`, `batch_size` (static): `None` treats the state as one trajectory. When
+      the state is a batch of trajectories solved jointly as one state (every leaf has the
+      batch along `batch_axis`), the value is the mean over trajectories of the
+      per-trajectory value. `per_trajectory(batch_size)` sets them (the models call it).
+
+    **Method every regularizer implements:** `bind(problem) -> regularizer`, the one check.
+
+    A concrete regularizer subclasses one of the mechanisms (`AbstractStepRegularizer`,
+    `AbstractLocalRegularizer`, `AbstractIntegralRegularizer`), not this class directly.
     """
 
     weight: eqx.AbstractVar[Weight]
+    batch_axis: eqx.AbstractVar[int | None]
+    batch_size: eqx.AbstractVar[int | None]
+
+    def __check_init__(self):
+        self.check_weight()
+        self._check_batch_fields()
+
+    @abc.abstractmethod
+    def bind(self, problem: Problem) -> "AbstractRegularizer":
+        """Raise `ValueError` (naming the fix) if this regularizer cannot be used in
+        `problem`; otherwise return it ready for the solve (tolerances taken from the
+        controller, random probes drawn, ...; often `self`)."""
 
     @property
     def name(self) -> str:
+        """The key of this regularizer's value in `Solution.penalty_terms`."""
         return type(self).__name__
+
+    def per_trajectory(self, batch_size: int | None) -> "AbstractRegularizer":
+        """A copy that computes the per-trajectory mean over a joint batch of `batch_size`
+        trajectories along axis 0 (`batch_size=None`: a single trajectory)."""
+        if batch_size is None:
+            if self.batch_axis is None:
+                return self
+            return dataclasses.replace(self, batch_axis=None, batch_size=None)
+        return dataclasses.replace(self, batch_axis=0, batch_size=batch_size)
 
     def resolve_weight(self, train_step: ArrayLike | None) -> Float[Array, ""]:
         """The weight at `train_step` (required when the weight is a schedule).
@@ -100,6 +190,98 @@ class AbstractRegularizer(eqx.Module):
             "a schedule (a callable of the training step, e.g. optax.constant_schedule(1e-2))."
         )
 
+    def _check_batch_fields(self) -> None:
+        owner, ax, size = self.name, self.batch_axis, self.batch_size
+        if ax is not None and (not isinstance(ax, int) or isinstance(ax, bool) or ax < 0):
+            raise ValueError(
+                f"{owner}(batch_axis={ax!r}) must be None or a non-negative int: the axis of "
+                "every state leaf that indexes the trajectories of a joint solve (count from "
+                "the front of each state leaf)."
+            )
+        if size is not None and ax is None:
+            raise ValueError(
+                f"{owner}(batch_size={size}) is only meaningful with batch_axis=...; "
+                "pass batch_axis=0 for a (batch, ...) joint state or drop batch_size."
+            )
+        if size is not None and size < 1:
+            raise ValueError(f"{owner}(batch_size={size}) must be >= 1.")
+
+    def check_batched_state(self, y: PyTree[Array]) -> None:
+        """Static check that every leaf of `y` has the batch along `batch_axis`."""
+        for leaf in jtu.tree_leaves(y):
+            if jnp.ndim(leaf) <= self.batch_axis:
+                raise ValueError(
+                    f"{self.name}(batch_axis={self.batch_axis}) got a state leaf of shape "
+                    f"{jnp.shape(leaf)} with no such axis; use batch_axis=None for a single "
+                    "trajectory."
+                )
+            if self.batch_size is not None and jnp.shape(leaf)[self.batch_axis] != self.batch_size:
+                raise ValueError(
+                    f"{self.name}(batch_size={self.batch_size}) does not match the state leaf "
+                    f"of shape {jnp.shape(leaf)} along batch_axis={self.batch_axis}."
+                )
+
+    def batch_count(self, y: PyTree[Array]) -> int:
+        """Number of trajectories in `y` along `batch_axis` (1 without a batch axis)."""
+        if self.batch_axis is None:
+            return 1
+        self.check_batched_state(y)
+        sizes = {jnp.shape(leaf)[self.batch_axis] for leaf in jtu.tree_leaves(y)}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"{self.name}(batch_axis={self.batch_axis}): state leaves disagree on the "
+                f"batch size ({sorted(sizes)})."
+            )
+        return sizes.pop()
+
+
+class AbstractEndTime(eqx.Module):
+    """Changes the end time of the solve and adds no penalty (e.g. `RandomEndTime`).
+
+    Passed in `regularizers=` like a penalty, but outside the penalty hierarchy: it has no
+    weight and no entry in `Solution.penalty_terms`. At most one per solve.
+    """
+
+    @abc.abstractmethod
+    def bind(self, problem: Problem) -> "AbstractEndTime":
+        """Raise `ValueError` (naming the fix) if the end time cannot be changed in
+        `problem`; otherwise return `self` ready for the solve."""
+
+    @abc.abstractmethod
+    def end_time(self, t0: ArrayLike, t1: ArrayLike) -> Float[Array, ""]:
+        """The end time to solve to instead of `t1`."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def per_trajectory(self, batch_size: int | None) -> "AbstractEndTime":
+        """`self`: a joint batch shares one end time, as it shares its steps."""
+        return self
+
+
+class AbstractStepHook(eqx.Module):
+    """Anything `RegularizedSolver` calls after every attempted step.
+
+    `init(dtype)` makes an accumulator (a PyTree of arrays), `update(acc, info)` returns the
+    next one from a `StepInfo`, `finalize(acc)` reads the result off the final accumulator.
+    The accumulator lives in the solver state, so diffrax keeps an update only when the step
+    is accepted. Step regularizers are hooks; so is the sampler of the local regularizers,
+    which records the state at the sampled time.
+    """
+
+    @abc.abstractmethod
+    def init(self, dtype) -> PyTree[Array]:
+        """The accumulator before the first step."""
+
+    @abc.abstractmethod
+    def update(self, acc: PyTree[Array], info: StepInfo) -> PyTree[Array]:
+        """The accumulator after one attempted step (kept only if the step is accepted)."""
+
+    @abc.abstractmethod
+    def finalize(self, acc: PyTree[Array]) -> PyTree[Array]:
+        """The result, from the final accumulator."""
+
 
 def _is_real_scalar(w) -> bool:
     """A real number or a 0-d real (bool excluded) NumPy / JAX array."""
@@ -118,87 +300,3 @@ def _checked_weight(w: Array, owner: str, message: str) -> Array:
     if jnp.ndim(w) != 0:
         raise ValueError(f"{owner} must be a scalar; got shape {jnp.shape(w)}.")
     return eqx.error_if(w, ~(jnp.isfinite(w) & (w >= 0)), message)
-
-
-class StepInfo(eqx.Module):
-    """What one attempted solver step exposes to a per-step regularizer.
-
-    All arrays are those of the solver's own step (diffrax's normalised time direction:
-    `t1 >= t0`). `dense_info` is the solver's dense output (for Runge--Kutta methods
-    `dense_info["k"]` holds the stage increments `h * f_i`, stacked along axis 0).
-    """
-
-    terms: PyTree
-    solver: Any
-    t0: Real[Array, ""]
-    t1: Real[Array, ""]
-    y0: PyTree[Array]
-    y1: PyTree[Array]
-    y_error: PyTree[Array] | None
-    dense_info: dict[str, PyTree[Array]]
-    args: PyTree
-
-
-class AbstractStepHook(eqx.Module):
-    """Anything `RegularizedSolver` calls after every attempted step.
-
-    `init(dtype)` makes an accumulator (a PyTree of arrays), `update(acc, info)` returns the
-    next one from a `StepInfo`, `finalize(acc)` reads the result off the final accumulator.
-    The accumulator lives in the solver state, so diffrax keeps an update only when the step
-    is accepted. Per-step regularizers are hooks; so is the sampler of the local
-    regularizers, which records the state at the sampled time.
-    """
-
-    @abc.abstractmethod
-    def init(self, dtype) -> PyTree[Array]:
-        """The accumulator before the first step."""
-
-    @abc.abstractmethod
-    def update(self, acc: PyTree[Array], info: StepInfo) -> PyTree[Array]:
-        """The accumulator after one attempted step (kept only if the step is accepted)."""
-
-    @abc.abstractmethod
-    def finalize(self, acc: PyTree[Array]) -> PyTree[Array]:
-        """The result, from the final accumulator."""
-
-
-class AbstractStepRegularizer(AbstractRegularizer, AbstractStepHook):
-    """A regularizer accumulated over the accepted steps of the solve itself.
-
-    `RegularizedSolver` calls `update` after every attempted step and stores the result in
-    the solver state; diffrax keeps the new solver state only when the step is accepted, so
-    rejected attempts contribute nothing. No extra vector-field evaluations are made.
-    """
-
-    aggregate: eqx.AbstractVar[Aggregate]
-
-    @abc.abstractmethod
-    def check(self, solver, terms, stepsize_controller) -> None:
-        """Raise `ValueError` if this regularizer cannot be computed with `solver`."""
-
-    @abc.abstractmethod
-    def bind(self, stepsize_controller) -> "AbstractStepRegularizer":
-        """Return a copy with anything taken from the controller (e.g. tolerances) filled in."""
-
-    @abc.abstractmethod
-    def step_value(self, info: StepInfo) -> Float[Array, ""]:
-        """The (non-negative, finite) contribution of one step."""
-
-    def init(self, dtype) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        """Accumulator: (aggregate so far, number of accepted steps)."""
-        return jnp.zeros((), dtype), jnp.zeros((), dtype)
-
-    def update(self, acc, info: StepInfo):
-        value, count = acc
-        v = self.step_value(info).astype(value.dtype)
-        if self.aggregate == "max":
-            value = jnp.maximum(value, v)
-        else:
-            value = value + v
-        return value, count + 1
-
-    def finalize(self, acc) -> Float[Array, ""]:
-        value, count = acc
-        if self.aggregate == "mean":
-            return value / jnp.maximum(count, 1)
-        return value

@@ -12,80 +12,9 @@ import jax.tree_util as jtu
 import optimistix as optx
 from jaxtyping import Array, Float, PyTree
 
-from ._base import AbstractStepRegularizer, Aggregate, StepInfo, Weight, check_aggregate
+from ._base import Aggregate, Problem, StepInfo, Weight
 from ._numerics import finite_or_zero
-
-
-def check_batch_fields(reg, owner: str) -> None:
-    """Validate the static `batch_axis` / `batch_size` pair of a per-step regularizer."""
-    if reg.batch_axis is not None and (
-        not isinstance(reg.batch_axis, int) or isinstance(reg.batch_axis, bool)
-    ):
-        raise ValueError(
-            f"{owner}(batch_axis={reg.batch_axis!r}) must be None or a non-negative int: "
-            "the axis of every state leaf that indexes the trajectories of a joint solve."
-        )
-    if reg.batch_axis is not None and reg.batch_axis < 0:
-        raise ValueError(
-            f"{owner}(batch_axis={reg.batch_axis}) must be non-negative (count from the "
-            "front of each state leaf)."
-        )
-    if reg.batch_size is not None and reg.batch_axis is None:
-        raise ValueError(
-            f"{owner}(batch_size={reg.batch_size}) is only meaningful with batch_axis=...; "
-            "pass batch_axis=0 for a (batch, ...) joint state or drop batch_size."
-        )
-    if reg.batch_size is not None and reg.batch_size < 1:
-        raise ValueError(f"{owner}(batch_size={reg.batch_size}) must be >= 1.")
-    if reg.batch_axis is not None and reg.aggregate == "max" and reg.batch_size is None:
-        raise ValueError(
-            f"{owner}(aggregate='max', batch_axis={reg.batch_axis}) needs batch_size= (the "
-            "number of trajectories): the running maximum is kept per trajectory. The "
-            "models (NeuralODE/NeuralCDE in joint mode) set it automatically."
-        )
-
-
-def check_batched_state(reg, y) -> None:
-    """Static check that every leaf of `y` has the batch along `reg.batch_axis`."""
-    for leaf in jtu.tree_leaves(y):
-        if jnp.ndim(leaf) <= reg.batch_axis:
-            raise ValueError(
-                f"{type(reg).__name__}(batch_axis={reg.batch_axis}) got a state leaf of "
-                f"shape {jnp.shape(leaf)} with no such axis; use batch_axis=None for a single "
-                "trajectory."
-            )
-        if reg.batch_size is not None and jnp.shape(leaf)[reg.batch_axis] != reg.batch_size:
-            raise ValueError(
-                f"{type(reg).__name__}(batch_size={reg.batch_size}) does not match the state "
-                f"leaf of shape {jnp.shape(leaf)} along batch_axis={reg.batch_axis}."
-            )
-
-
-def batched_init(reg, dtype):
-    """Accumulator; per trajectory (shape `(batch_size,)`) when `batch_size` is known."""
-    shape = () if reg.batch_size is None else (reg.batch_size,)
-    return jnp.zeros(shape, dtype), jnp.zeros((), dtype)
-
-
-def batched_update(reg, acc, info):
-    value, count = acc
-    v = reg.step_value(info).astype(value.dtype)  # () or (batch,)
-    if jnp.ndim(v) == 1 and jnp.ndim(value) == 0:
-        # Batch size unknown (sum/mean only): the batch mean commutes with the step sum.
-        v = jnp.mean(v)
-    if reg.aggregate == "max":
-        value = jnp.maximum(value, v)
-    else:
-        value = value + v
-    return value, count + 1
-
-
-def batched_finalize(reg, acc):
-    value, count = acc
-    if reg.aggregate == "mean":
-        value = value / jnp.maximum(count, 1)
-    return jnp.mean(value) if jnp.ndim(value) else value
-
+from ._step import AbstractStepRegularizer
 
 __all__ = ["ErrorEstimate"]
 
@@ -163,21 +92,8 @@ class ErrorEstimate(AbstractStepRegularizer):
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
 
-    def __check_init__(self):
-        check_aggregate(self.aggregate, "ErrorEstimate")
-        self.check_weight()
-        check_batch_fields(self, "ErrorEstimate")
-
-    def init(self, dtype):
-        return batched_init(self, dtype)
-
-    def update(self, acc, info: StepInfo):
-        return batched_update(self, acc, info)
-
-    def finalize(self, acc):
-        return batched_finalize(self, acc)
-
-    def check(self, solver, terms, stepsize_controller) -> None:
+    def bind(self, problem: Problem) -> "ErrorEstimate":
+        solver, stepsize_controller = problem.solver, problem.stepsize_controller
         if not returns_error_estimate(solver):
             raise ValueError(
                 f"ErrorEstimate needs a solver that returns an error estimate, but "
@@ -193,8 +109,6 @@ class ErrorEstimate(AbstractStepRegularizer):
                 f"but the controller is {type(stepsize_controller).__name__}. Pass them "
                 "explicitly, e.g. ErrorEstimate(weight, rtol=1e-3, atol=1e-6)."
             )
-
-    def bind(self, stepsize_controller) -> "ErrorEstimate":
         rtol, atol, norm = self.rtol, self.atol, self.norm
         if isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController):
             rtol = stepsize_controller.rtol if rtol is None else rtol
@@ -220,25 +134,9 @@ class ErrorEstimate(AbstractStepRegularizer):
                 "diffrax.HalfSolver."
             )
         norm = optx.rms_norm if self.norm is None else self.norm
-        if self.batch_axis is None:
-            err = normalised_error(
-                info.y0,
-                info.y1,
-                info.y_error,
-                self.rtol,
-                self.atol,
-                norm,
-                self.differentiate_scale,
-            )
-        else:
-            ax = self.batch_axis
-            check_batched_state(self, info.y0)
-            err = jax.vmap(
-                lambda a, b, e: normalised_error(
-                    a, b, e, self.rtol, self.atol, norm, self.differentiate_scale
-                ),
-                in_axes=ax,
-            )(info.y0, info.y1, info.y_error)
+        err = normalised_error(
+            info.y0, info.y1, info.y_error, self.rtol, self.atol, norm, self.differentiate_scale
+        )
         return err * jnp.abs(info.t1 - info.t0)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -10,8 +10,8 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._augment import AbstractIntegralRegularizer, check_batch_axis, sum_squares
-from ._base import Weight
+from ._augment import AbstractIntegralRegularizer, sum_squares
+from ._base import Problem, Weight
 
 __all__ = ["KineticEnergy", "JacobianFrobenius", "hutchinson_probe"]
 
@@ -50,10 +50,10 @@ class KineticEnergy(AbstractIntegralRegularizer):
     weight: Weight = 1.0
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
+    needs_vjp: ClassVar[bool] = False
 
-    def __check_init__(self):
-        self.check_weight()
-        check_batch_axis(self, "KineticEnergy")
+    def bind(self, problem: Problem) -> "KineticEnergy":
+        return self
 
     def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
         return sum_squares(fy)
@@ -111,11 +111,10 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
     probe: Probe = eqx.field(default="gaussian", static=True)
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
-    eps: PyTree[Array] | None = None  # the probe, drawn by `prepare`
+    eps: PyTree[Array] | None = None  # the probe, drawn by `bind`
+    needs_vjp: ClassVar[bool] = True
 
     def __check_init__(self):
-        self.check_weight()
-        check_batch_axis(self, "JacobianFrobenius")
         if self.probe not in _PROBES:
             raise ValueError(f"JacobianFrobenius(probe={self.probe!r}) must be one of {_PROBES}.")
         if self.key is None:
@@ -125,12 +124,9 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
                 "training step."
             )
 
-    @property
-    def needs_vjp(self) -> bool:
-        return True
-
-    def prepare(self, y0):
-        eps = hutchinson_probe(self.key, y0, self.probe)
+    def bind(self, problem: Problem) -> "JacobianFrobenius":
+        """Draws the probe, shaped like `problem.y0`, once per solve."""
+        eps = hutchinson_probe(self.key, problem.y0, self.probe)
         return eqx.tree_at(lambda r: r.eps, self, eps, is_leaf=lambda x: x is None)
 
     def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:

@@ -37,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._base import AbstractRegularizer, AbstractStepHook, StepInfo, Weight
+from ._base import AbstractRegularizer, AbstractStepHook, Problem, StepInfo, Weight
 from ._error import ErrorEstimate
+from ._step import AbstractStepRegularizer
 from ._stiffness import StiffnessEstimate
 
 __all__ = [
@@ -52,61 +53,59 @@ __all__ = [
     "local_step_values",
 ]
 
-Sampling = Literal["unbiased", "biased"]
+Sampling = Literal["unbiased", "biased"] | float
 _SAMPLINGS = ("unbiased", "biased")
 
 
-def _check_local_fields(reg, owner: str) -> None:
-    reg.check_weight()
-    if reg.sampling not in _SAMPLINGS:
-        raise ValueError(
-            f"{owner}(sampling={reg.sampling!r}) must be 'unbiased' (t_s ~ U(t0, t1)) or "
-            "'biased' (uniform over the solver's accepted step start times)."
-        )
-    if reg.key is None and reg._sample_time is None:
-        raise ValueError(
-            f"{owner}(sampling={reg.sampling!r}) needs key= (a PRNG key to draw the sample "
-            f"time), e.g. {owner}(weight, key=jax.random.key(step)); pass a fresh key per "
-            "training step (one per trajectory under jax.vmap). To switch the regularizer "
-            "off for evaluation, pass regularizers=() instead."
-        )
+def _is_fixed_time(sampling) -> bool:
+    return isinstance(sampling, float | int) and not isinstance(sampling, bool)
 
 
 class AbstractLocalRegularizer(AbstractRegularizer):
-    """A penalty read off one extra solver step from a sampled time of the solve."""
+    """A step estimate read off one extra solver step from a sampled time of the solve.
+
+    A subclass declares its fields and gives `estimate()`: the step regularizer
+    (`AbstractStepRegularizer`) whose `step_value` is taken on the extra step. Its weight is
+    this regularizer's; its aggregate is irrelevant (one step). Sampling, the extra step, the
+    per-trajectory mean of a joint batch, the check and the cost are implemented here, once,
+    for every estimate -- a new step regularizer is made local by a final class of a few
+    lines.
+    """
 
     sampling: eqx.AbstractVar[Sampling]
     key: eqx.AbstractVar[PRNGKeyArray | None]
-    batch_axis: eqx.AbstractVar[int | None]
-    batch_size: eqx.AbstractVar[int | None]
-    _sample_time: eqx.AbstractVar[ArrayLike | None]
 
     def __check_init__(self):
-        _check_local_fields(self, type(self).__name__)
+        if not (_is_fixed_time(self.sampling) or self.sampling in _SAMPLINGS):
+            raise ValueError(
+                f"{self.name}(sampling={self.sampling!r}) must be 'unbiased' (t_s ~ U(t0, t1)) "
+                "or 'biased' (uniform over the solver's accepted step start times)."
+            )
+        if self.key is None and not _is_fixed_time(self.sampling):
+            raise ValueError(
+                f"{self.name}(sampling={self.sampling!r}) needs key= (a PRNG key to draw the "
+                f"sample time), e.g. {self.name}(weight, key=jax.random.key(step)); pass a "
+                "fresh key per training step (one per trajectory under jax.vmap). To switch "
+                "the regularizer off for evaluation, pass regularizers=() instead."
+            )
 
     @abc.abstractmethod
-    def _global(self) -> AbstractRegularizer:
-        """The global per-step regularizer whose per-step value this one takes (its
-        `check` and `step_value` are reused)."""
+    def estimate(self) -> AbstractStepRegularizer:
+        """The step regularizer whose `step_value` this one takes on the extra step (with
+        this regularizer's `weight`, `batch_axis` and `batch_size`)."""
 
-    def check(self, solver, terms, stepsize_controller) -> None:
-        """Raise `ValueError` if this regularizer cannot be computed with `solver`."""
-        g = self._global()
+    def bind(self, problem: Problem) -> "AbstractLocalRegularizer":
+        """The estimate's check, with this regularizer's name in the message."""
+        g = self.estimate()
         try:
-            g.check(solver, terms, stepsize_controller)
+            g.bind(problem)
         except ValueError as e:
-            raise ValueError(str(e).replace(type(g).__name__, type(self).__name__)) from None
-
-    def bind(self, stepsize_controller) -> "AbstractLocalRegularizer":
-        """Return a copy with anything taken from the controller filled in."""
+            raise ValueError(str(e).replace(type(g).__name__, self.name)) from None
         return self
 
-    def step_value(self, info: StepInfo) -> Float[Array, "*batch"]:
-        """The value of the extra step (per trajectory along `batch_axis`, if set)."""
-        return self._global().step_value(info)
-
-    def local_value(self, info: StepInfo) -> Float[Array, ""]:
-        v = self.step_value(info)
+    def local_value(self, estimate: AbstractStepRegularizer, info: StepInfo) -> Float[Array, ""]:
+        """The value of the extra step `info` (the batch mean of a joint solve's)."""
+        v = estimate.trajectory_values(info)
         return jnp.mean(v) if jnp.ndim(v) else v
 
 
@@ -167,9 +166,8 @@ class LocalErrorEstimate(AbstractLocalRegularizer):
     differentiate_scale: bool = eqx.field(default=False, static=True)
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
-    _sample_time: ArrayLike | None = eqx.field(default=None, repr=False)
 
-    def _global(self) -> ErrorEstimate:
+    def estimate(self) -> ErrorEstimate:
         return ErrorEstimate(
             weight=self.weight,
             rtol=self.rtol,
@@ -180,10 +178,6 @@ class LocalErrorEstimate(AbstractLocalRegularizer):
             batch_axis=self.batch_axis,
             batch_size=self.batch_size,
         )
-
-    def bind(self, stepsize_controller) -> "LocalErrorEstimate":
-        g = self._global().bind(stepsize_controller)
-        return dataclasses.replace(self, rtol=g.rtol, atol=g.atol, norm=g.norm)
 
 
 class LocalStiffnessEstimate(AbstractLocalRegularizer):
@@ -215,9 +209,8 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
     key: PRNGKeyArray | None = None
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
-    _sample_time: ArrayLike | None = eqx.field(default=None, repr=False)
 
-    def _global(self) -> StiffnessEstimate:
+    def estimate(self) -> StiffnessEstimate:
         return StiffnessEstimate(
             weight=self.weight,
             aggregate="sum",
@@ -226,9 +219,10 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
         )
 
 
-def force_sample_time(reg: AbstractLocalRegularizer, t: ArrayLike) -> AbstractLocalRegularizer:
-    """Testing/diagnostics: a copy of `reg` that uses the time `t` instead of sampling one."""
-    return dataclasses.replace(reg, _sample_time=t)
+def force_sample_time(reg: AbstractLocalRegularizer, t: float) -> AbstractLocalRegularizer:
+    """Testing/diagnostics: a copy of `reg` that takes its extra step from the fixed time `t`
+    (a number as `sampling`, undocumented) instead of sampling one."""
+    return dataclasses.replace(reg, sampling=float(t))
 
 
 # --- the sampler hook ----------------------------------------------------------------------
@@ -295,13 +289,16 @@ class _Sampler(AbstractStepHook):
 def shared_sampling(regs) -> tuple[str, Any, Any]:
     """The `(sampling, key, forced_time)` shared by all local regularizers of one solve."""
     samplings = {r.sampling for r in regs}
+    fixed = {s for s in samplings if _is_fixed_time(s)}
+    if fixed:  # a fixed time (diagnostics) overrides the sampling of the others
+        samplings = {"unbiased"} if len(fixed) == 1 else samplings
     if len(samplings) > 1:
         raise ValueError(
             "All local regularizers of one solve share one sampled time and one extra step, "
-            f"so they must use the same sampling=...; got {sorted(samplings)}."
+            f"so they must use the same sampling=...; got {sorted(map(repr, samplings))}."
         )
     key = next((r.key for r in regs if r.key is not None), None)
-    forced = next((r._sample_time for r in regs if r._sample_time is not None), None)
+    forced = next(iter(fixed)) if fixed else None
     return samplings.pop(), key, forced
 
 
@@ -339,9 +336,10 @@ def make_sampler(regs, t0, t1, y0) -> tuple[_Sampler, Array]:
     return sampler, direction
 
 
-def local_step_values(regs, sample: LocalSample, solver, terms, args, direction):
-    """One extra step of `solver` from the recorded sample; the value of every regularizer,
-    the real start time and the step size."""
+def local_step_values(regs, problem: Problem, sample: LocalSample, solver, direction):
+    """One extra step of `solver` (the user's, unwrapped) from the recorded sample; the value
+    of every regularizer, the real start time and the step size."""
+    terms, args = problem.terms, problem.args
     sg = jax.lax.stop_gradient
     t_a = sg(sample.t_start * direction)
     t_b = sg(sample.t_end * direction)
@@ -351,7 +349,7 @@ def local_step_values(regs, sample: LocalSample, solver, terms, args, direction)
     state = solver.init(terms, t_a, t_b, y, args)
     y1, y_error, dense_info, _, _ = solver.step(terms, t_a, t_b, y, args, state, False)
     info = StepInfo(terms, solver, t_a, t_b, y, y1, y_error, dense_info, args)
-    values = tuple(r.local_value(info) for r in regs)
+    values = tuple(r.local_value(r.estimate().bind(problem), info) for r in regs)
     return values, t_a, jnp.abs(t_b - t_a)
 
 

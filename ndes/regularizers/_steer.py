@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
@@ -12,7 +10,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._base import AbstractRegularizer
+from ._base import AbstractEndTime, Problem
 
 __all__ = ["RandomEndTime"]
 
@@ -24,7 +22,7 @@ def _concrete(x) -> float | None:
         return None
 
 
-class RandomEndTime(AbstractRegularizer):
+class RandomEndTime(AbstractEndTime):
     r"""Solve to a random end time $\tilde t_1 \sim U(t_1 - b, t_1 + b)$ (STEER).
 
     Ghosh et al. found that integrating to a slightly different end time at every training
@@ -50,8 +48,6 @@ class RandomEndTime(AbstractRegularizer):
 
     b: float
     key: PRNGKeyArray | None = None
-    # No penalty term: the weight is fixed at 0 and not an argument.
-    weight: ClassVar[float] = 0.0
 
     def __check_init__(self):
         b = _concrete(self.b)
@@ -66,7 +62,9 @@ class RandomEndTime(AbstractRegularizer):
                 "RandomEndTime(b, key=jax.random.key(step)); pass a fresh key per step."
             )
 
-    def check(self, t0, t1, saveat, stepsize_controller) -> None:
+    def bind(self, problem: Problem) -> "RandomEndTime":
+        t0, t1, saveat = problem.t0, problem.t1, problem.saveat
+        stepsize_controller = problem.stepsize_controller
         a, c, b = _concrete(t0), _concrete(t1), _concrete(self.b)
         if a is not None and c is not None and b is not None and not b < abs(c - a):
             raise ValueError(
@@ -95,6 +93,7 @@ class RandomEndTime(AbstractRegularizer):
                     f"{c - np.sign(c - a) * b}, which the perturbed solve may not reach. Save at "
                     "times within [t0, t1 - b] or use SaveAt(t1=True)."
                 )
+        return self
 
     def end_time(self, t0: ArrayLike, t1: ArrayLike) -> Float[Array, ""]:
         """The sampled end time $t_1 + U(-b, b)$."""

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._base import AbstractStepRegularizer, Aggregate, StepInfo, Weight, check_aggregate
-from ._error import (
-    batched_finalize,
-    batched_init,
-    batched_update,
-    check_batch_fields,
-    check_batched_state,
-)
+from ._base import Aggregate, Problem, StepInfo, Weight
 from ._numerics import safe_div, safe_two_norm
+from ._step import AbstractStepRegularizer
 
 __all__ = ["StiffnessEstimate", "supports_stiffness_estimate"]
 
@@ -85,41 +78,18 @@ class StiffnessEstimate(AbstractStepRegularizer):
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
 
-    def __check_init__(self):
-        check_aggregate(self.aggregate, "StiffnessEstimate")
-        self.check_weight()
-        check_batch_fields(self, "StiffnessEstimate")
-
-    def init(self, dtype):
-        return batched_init(self, dtype)
-
-    def update(self, acc, info: StepInfo):
-        return batched_update(self, acc, info)
-
-    def finalize(self, acc):
-        return batched_finalize(self, acc)
-
-    def check(self, solver, terms, stepsize_controller) -> None:
+    def bind(self, problem: Problem) -> "StiffnessEstimate":
+        solver = problem.solver
         if not supports_stiffness_estimate(solver):
             raise ValueError(
                 f"StiffnessEstimate cannot be computed from {type(solver).__name__}: it "
                 "needs an explicit FSAL Runge-Kutta solver whose last two stages are both "
                 f"at t+h. Use one of {_SUPPORTED}."
             )
-
-    def bind(self, stepsize_controller) -> "StiffnessEstimate":
         return self
 
     def step_value(self, info: StepInfo) -> Float[Array, ""]:
-        ks = info.dense_info["k"]
-        if self.batch_axis is None:
-            return stiffness_times_step(info.solver, info.y0, info.y1, ks)
-        check_batched_state(self, info.y0)
-        ax = self.batch_axis
-        # Stage increments carry the stage axis in front of the state's axes.
-        return jax.vmap(
-            lambda a, b, k: stiffness_times_step(info.solver, a, b, k), in_axes=(ax, ax, ax + 1)
-        )(info.y0, info.y1, ks)
+        return stiffness_times_step(info.solver, info.y0, info.y1, info.dense_info["k"])
 
 
 def stiffness_times_step(solver, y0, y1, ks) -> Float[Array, ""]:

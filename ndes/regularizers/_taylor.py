@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 from jax.experimental import jet
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
-from ._augment import AbstractIntegralRegularizer, check_batch_axis, sum_squares
-from ._base import Weight
+from ._augment import AbstractIntegralRegularizer, sum_squares
+from ._base import Problem, Weight
 
 __all__ = ["TaylorDerivative", "time_derivatives"]
 
@@ -73,15 +75,17 @@ class TaylorDerivative(AbstractIntegralRegularizer):
     order: int = eqx.field(default=2, static=True)
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
+    needs_vjp: ClassVar[bool] = False
 
     def __check_init__(self):
-        self.check_weight()
-        check_batch_axis(self, "TaylorDerivative")
         if self.order not in _ORDERS or isinstance(self.order, bool):
             raise ValueError(
                 f"TaylorDerivative(order={self.order!r}) must be 2 or 3 (the order K of the "
                 "time derivative d^K y/dt^K that is penalised)."
             )
+
+    def bind(self, problem: Problem) -> "TaylorDerivative":
+        return self
 
     def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
         return sum_squares(time_derivatives(field, t, y, args, fy, self.order)[-1])

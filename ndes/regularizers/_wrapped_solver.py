@@ -6,7 +6,7 @@ import diffrax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from ._base import AbstractStepRegularizer, StepInfo
+from ._base import AbstractStepHook, StepInfo
 
 __all__ = ["RegularizedSolver"]
 
@@ -25,7 +25,7 @@ class RegularizedSolver(diffrax.AbstractWrappedSolver):
     """
 
     solver: diffrax.AbstractSolver
-    regularizers: tuple[AbstractStepRegularizer, ...]
+    regularizers: tuple[AbstractStepHook, ...]
 
     @property
     def term_structure(self):
