@@ -218,23 +218,26 @@ def test_real_sigint_checkpoints_exits_130_and_resumes_bitwise(
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_repeatedly(fit_trainer, fit_reference, tmp_path):
-    """Kill at random times (compile, steps, checkpoint writes) until the run completes."""
+    """Eight SIGKILLs at random moments, alternately during start-up (import, compile) and at a
+    random delay after training began (steps, checkpoint writes), then a run to the end."""
     rng = np.random.default_rng(0)
-    run_dir, resume, kills = tmp_path / "run", False, 0
-    while True:
-        proc = fit_trainer.start(run_dir, resume, WORKER_PACE="0.02")
-        try:
-            proc.wait(timeout=float(rng.uniform(1.0, 6.0)))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            kills += 1
+    run_dir, log = tmp_path / "run", tmp_path / "run" / "metrics.jsonl"
+    for kill in range(8):
+        stale = _inode(log)
+        proc = fit_trainer.start(run_dir, kill > 0, WORKER_PACE="0.02")
+        if kill % 2 == 0:
+            time.sleep(float(rng.uniform(0.0, 3.0)))
+        else:
+            _wait_for(lambda s=stale: _inode(log) not in (None, s), proc, "training to begin")
+            time.sleep(float(rng.uniform(0.0, 0.6)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode in (-signal.SIGKILL, 0), proc.stdout.read()[-3000:]
         _check_checkpoints(run_dir / "checkpoints")
-        resume = True
-        if proc.returncode == 0:
+        if proc.returncode == 0:  # finished before the signal arrived
             break
-        assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-3000:]
-        assert kills < 40, "the run never completed"
+    else:
+        fit_trainer.run(run_dir, resume=True)
     assert _final(run_dir) == fit_reference
 
 
