@@ -242,6 +242,18 @@ def plot_tradeoff(
     **Returns:** the path written.
 
     Raises `ValueError` when no record holds numbers for both `x` and `y`.
+
+    ```python
+    import tempfile
+
+    records = [
+        {"method": "vanilla", "seed": 0, "accuracy": 0.95, "nfe_per_prediction": 310},
+        {"method": "vanilla", "seed": 1, "accuracy": 0.94, "nfe_per_prediction": 320},
+        {"method": "ErrorEstimate", "seed": 0, "accuracy": 0.95, "nfe_per_prediction": 210},
+    ]
+    path = ndes.plot.plot_tradeoff(records, f"{tempfile.mkdtemp()}/tradeoff.png")
+    assert path.stat().st_size > 0
+    ```
     """
     import json
 

@@ -118,6 +118,17 @@ def cde_features(
 
     **Returns:** float64 features of shape `(N, L, 2C + 1)`: time, `C` values, `C` counts.
 
+    A path for `ndes.NeuralCDE` from gappy series:
+
+    ```python
+    times = np.tile(np.arange(6.0), (2, 1))                 # (N, L)
+    values = np.random.default_rng(0).normal(size=(2, 6, 3))  # (N, L, C)
+    values[0, 2:4] = np.nan                                  # missing observations
+    feats = ndes.data.cde_features(times, values)            # (2, 6, 7), NaN-free
+    coeffs = ndes.data.hermite_coefficients(jnp.asarray(times), jnp.asarray(feats))
+    assert feats.shape == (2, 6, 7) and coeffs[0].shape == (2, 5, 7)
+    ```
+
     Raises `ValueError` for: times not of shape (N, L) matching values (N, L, C); no series,
     time points or channels (N, L or C = 0); non-finite or non-increasing times; inf in values;
     an all-NaN series; an all-NaN channel of a series.

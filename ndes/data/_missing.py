@@ -13,6 +13,7 @@ def drop_observations(
     """Set a fixed fraction of each series' time points to NaN (all channels together).
 
     **Arguments:**
+
     - `values`: shape (N, L, C); entries past `lengths[i]` are padding and are left alone.
     - `lengths`: shape (N,), integers in [1, L]: the number of valid time points per series.
     - `fraction`: in [0, 1); per series `round(fraction * lengths[i])` time points are dropped,
@@ -20,6 +21,12 @@ def drop_observations(
     - `seed`: the NumPy RNG seed; the same seed gives the same mask.
 
     **Returns:** a copy of `values` with the dropped points set to NaN.
+
+    ```python
+    values = np.ones((2, 10, 3))
+    dropped = ndes.data.drop_observations(values, np.array([10, 6]), 0.3, seed=0)
+    assert np.isnan(dropped[:, :, 0]).sum(axis=1).tolist() == [3, 2]  # round(0.3 * length)
+    ```
 
     Raises `ValueError` for a fraction outside [0, 1), mismatched shapes, and `lengths` that
     are not integers or lie outside [1, L].

@@ -79,6 +79,7 @@ def spirals(
     `A = [[-0.1, 2.0], [-2.0, -0.1]]` (Chen et al. 2018's toy), sampled at `ts`.
 
     **Arguments:**
+
     - `key`: PRNG key; the same key gives the same trajectories.
     - `num`: number of trajectories.
     - `ts`: shape (L,), strictly increasing; the solve runs from `ts[0]` to `ts[-1]`.
@@ -86,6 +87,11 @@ def spirals(
 
     **Returns:** `(y0, ys)` with shapes `(num, 2)` and `(num, L, 2)` in the dtype of `ts`;
     `ys[:, 0] == y0`. Solved with Dopri8 at rtol = atol = 1e-8.
+
+    ```python
+    y0, ys = ndes.data.spirals(jax.random.key(0), 4, jnp.linspace(0.0, 1.0, 5))
+    assert y0.shape == (4, 2) and ys.shape == (4, 5, 2)
+    ```
     """
     num = _check_num("num", num)
     ts = _check_times(ts)
@@ -200,6 +206,7 @@ def lotka_volterra(
         d pred = (delta prey pred - gamma pred) dt + noise * pred dW_2     (Itô)
 
     **Arguments:**
+
     - `key`: PRNG key; the same key gives the same trajectories (initial states and noise).
     - `num`: number of trajectories.
     - `ts`: shape (L,), strictly increasing; the solve runs from `ts[0]` to `ts[-1]`.
@@ -264,6 +271,7 @@ def ornstein_uhlenbeck(
     Transition: X_{t+h} | X_t ~ N(μ + (X_t − μ)e^{−θh}, σ²(1 − e^{−2θh})/(2θ)).
 
     **Arguments:**
+
 
     - `key`: PRNG key; the same key gives the same paths.
     - `num_paths`: number of paths.
