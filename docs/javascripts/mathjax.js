@@ -1,14 +1,15 @@
-// MathJax configuration for pymdownx.arithmatex (generic mode), as in mkdocs-material's docs.
+// MathJax configuration for pymdownx.arithmatex (generic mode), as in mkdocs-material's docs,
+// extended to the notebooks' markdown cells (mkdocs-jupyter leaves their $...$ as text).
 window.MathJax = {
   tex: {
-    inlineMath: [["\\(", "\\)"]],
-    displayMath: [["\\[", "\\]"]],
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
     processEscapes: true,
     processEnvironments: true
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex"
+    processHtmlClass: "arithmatex|jp-RenderedMarkdown"
   }
 };
 document$.subscribe(() => {
