@@ -26,6 +26,7 @@ from ._brownian import GridBrownianPath as GridBrownianPath
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
 from ._solve import supports_feval_count as supports_feval_count
+from .models import CNF as CNF
 from .models import LatentSDE as LatentSDE
 from .models import MLPVectorField as MLPVectorField
 from .models import ModelOutput as ModelOutput
@@ -40,6 +41,8 @@ from .regularizers import AbstractIntegralRegularizer as AbstractIntegralRegular
 from .regularizers import AbstractLocalRegularizer as AbstractLocalRegularizer
 from .regularizers import AbstractRegularizer as AbstractRegularizer
 from .regularizers import AbstractStepRegularizer as AbstractStepRegularizer
+from .regularizers import CNFJacobianFrobenius as CNFJacobianFrobenius
+from .regularizers import CNFKineticEnergy as CNFKineticEnergy
 from .regularizers import ErrorEstimate as ErrorEstimate
 from .regularizers import JacobianFrobenius as JacobianFrobenius
 from .regularizers import KineticEnergy as KineticEnergy

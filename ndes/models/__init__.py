@@ -4,6 +4,7 @@ from ._cde import NeuralCDE as NeuralCDE
 from ._classifiers import CDEClassifier as CDEClassifier
 from ._classifiers import ODEClassifier as ODEClassifier
 from ._classifiers import StableSDEClassifier as StableSDEClassifier
+from ._cnf import CNF as CNF
 from ._latent_sde import LatentSDE as LatentSDE
 from ._mlp import MLPVectorField as MLPVectorField
 from ._ode import ModelOutput as ModelOutput

@@ -15,6 +15,8 @@ from ._base import Problem as Problem
 from ._base import StepInfo as StepInfo
 from ._error import ErrorEstimate as ErrorEstimate
 from ._error import normalised_error as normalised_error
+from ._flow_terms import CNFJacobianFrobenius as CNFJacobianFrobenius
+from ._flow_terms import CNFKineticEnergy as CNFKineticEnergy
 from ._kinetic import JacobianFrobenius as JacobianFrobenius
 from ._kinetic import KineticEnergy as KineticEnergy
 from ._local import AbstractLocalRegularizer as AbstractLocalRegularizer
