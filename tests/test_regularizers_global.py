@@ -277,3 +277,38 @@ def test_error_estimate_on_adaptive_sde(getkey, solver):
     assert float(val) > 0
     for leaf in jax.tree.leaves(grads):
         assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_stiffness_default_is_total_stiffness_and_grows_with_stiffness():
+    """y' = -lam (y - cos t): Shampine's estimate is exactly lam on every step, so the
+    default penalty (the paper's total stiffness, sum_j lam_j |h_j|) is lam * T, ten times
+    larger for every tenfold lam; the per-step maximum saturates near the stability bound."""
+    T = 4.0
+
+    def pens(lam):
+        def field(t, y, args):
+            return -lam * (y - jnp.cos(t))
+
+        out = {}
+        for name, reg in (
+            ("default", ndes.StiffnessEstimate(1.0)),
+            ("max", ndes.StiffnessEstimate(1.0, aggregate="max")),
+        ):
+            sol = ndes.diffeqsolve(
+                diffrax.ODETerm(field),
+                diffrax.Tsit5(),
+                0.0,
+                T,
+                None,
+                jnp.array([1.0]),
+                stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
+                regularizers=(reg,),
+                max_steps=16384,
+            )
+            out[name] = float(sol.penalty)
+        return out
+
+    vals = {lam: pens(lam) for lam in (5.0, 50.0, 500.0)}
+    for lam, v in vals.items():
+        np.testing.assert_allclose(v["default"], lam * T, rtol=1e-6)
+    assert vals[500.0]["max"] < 3 * vals[5.0]["max"]  # the maximum barely moves

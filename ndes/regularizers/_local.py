@@ -21,8 +21,15 @@ steps count) records it during the solve:
   choice among the accepted step start times (the end time is never a start). The extra step
   then repeats step $j$ exactly, so its value is step $j$'s term of the global estimate.
 
+- a number as `sampling` (diagnostics and tests only, via `force_sample_time`): that fixed
+  $t_s$, recorded as for `"unbiased"`.
+
 The step size is the solver's own accepted step there (the controller's choice at $t_s$), held
 constant in the gradient, as in the paper.
+
+A local regularizer wraps a step estimate: `AbstractLocalRegularizer.estimate()` names the
+`AbstractStepRegularizer` whose `step_value` is applied to the extra step; everything above is
+written once here for every estimate.
 """
 
 from __future__ import annotations

@@ -45,13 +45,18 @@ class StiffnessEstimate(AbstractStepRegularizer):
     estimates the dominant $|\text{eigenvalue}|$ of $\partial f/\partial y$ along the step,
     at no extra cost (Shampine 1977; used by OrdinaryDiffEq.jl's stiffness detection).
     diffrax stores $k_i = h f_i$, so $\hat\lambda |h| = \lVert k_s - k_{s-1}\rVert /
-    \lVert y_{t+h} - g\rVert$. The per-step value is $\hat\lambda_j |h_j|$ (the quantity
-    Pal's reference code saves, `integrator.eigen_est * integrator.dt`); dividing it by the
-    method's real stability-interval length gives the usual "is this step
-    stability-limited" ratio, which only rescales the weight. When $y_{t+h} = g$ (no
-    information, e.g. a zero-length step) the value is 0.
+    \lVert y_{t+h} - g\rVert$. The per-step value is $\hat\lambda_j |h_j|$
+    (dimensionless; the quantity Pal's reference code saves, `integrator.eigen_est *
+    integrator.dt`). When $y_{t+h} = g$ (no information, e.g. a zero-length step) it is 0.
 
-    Steps are aggregated by `"max"` (default, following the paper), `"sum"` or `"mean"`.
+    The penalty is, by default (`aggregate="sum"`), the paper's *total stiffness*
+
+    $$R_S = \sum_j \hat\lambda_j |h_j| \approx \int_{t_0}^{t_1} \lambda(t)\,dt,$$
+
+    which grows linearly with the stiffness. `"max"` (the largest per-step value) and
+    `"mean"` are offered too, but do not grow with it: an explicit solver's accepted steps
+    keep $\hat\lambda |h|$ of the order of its stability bound (Tsit5's real stability
+    interval is about 3.5 long), so the maximum saturates however stiff the problem is.
     Gradients flow through the accepted steps with step sizes held constant.
 
     Supported solvers: Tsit5, Dopri5, Dopri8; others raise `ValueError`.
@@ -59,7 +64,8 @@ class StiffnessEstimate(AbstractStepRegularizer):
     **Arguments:**
 
     - `weight`: a finite non-negative number or a schedule (callable of the training step).
-    - `aggregate`: `"max"` (default), `"sum"` or `"mean"` over accepted steps.
+    - `aggregate`: `"sum"` (default, the total stiffness $R_S$), `"mean"` or `"max"` over
+      the accepted steps.
     - `batch_axis`, `batch_size`: for a batch of trajectories solved jointly as one state
       (every leaf has the batch along `batch_axis`), estimate $\hat\lambda$ per trajectory
       from its own slice, aggregate over steps per trajectory, and average over the batch
@@ -69,12 +75,13 @@ class StiffnessEstimate(AbstractStepRegularizer):
       joint solve's steps are driven by the whole batch, so values differ.
 
     **Reference:** Pal, Ma, Shah, Rackauckas, "Opening the Blackbox: Accelerating Neural
-    Differential Equations by Regularizing Internal Solver Heuristics", ICML 2021;
+    Differential Equations by Regularizing Internal Solver Heuristics", ICML 2021 (and
+    the corresponding chapter of Pal's thesis, which calls $R_S$ the total stiffness);
     Shampine, "Stiffness and nonstiff differential equation solvers, II", 1977.
     """
 
     weight: Weight = 1.0
-    aggregate: Aggregate = eqx.field(default="max", static=True)
+    aggregate: Aggregate = eqx.field(default="sum", static=True)
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
 
