@@ -1,0 +1,198 @@
+"""ndes.CNF (FFJORD): closed forms, fixed probe, round trip, batching, counters, regularizers."""
+
+import dataclasses
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy.linalg as jsl
+import numpy as np
+import pytest
+
+import ndes
+from ndes.models._divergence import draw_probe
+
+
+class Affine(eqx.Module):
+    a: jax.Array
+    data_size: int = eqx.field(static=True)
+
+    def __call__(self, t, z, args=None):
+        return self.a @ z
+
+
+def _gauss(z):
+    return -0.5 * (jnp.sum(z**2, -1) + z.shape[-1] * jnp.log(2 * jnp.pi))
+
+
+TIGHT = dict(stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9))
+
+
+def _affine(getkey, d=3):
+    a = jr.normal(getkey(), (d, d)) * 0.4
+    return a, Affine(a, d)
+
+
+def test_affine_log_prob_matches_closed_form(getkey):
+    a, field = _affine(getkey)
+    model = ndes.CNF(field, divergence="exact", t1=0.7, **TIGHT)
+    x = jr.normal(getkey(), (5, 3))
+    out = model.log_prob(x)
+    z1 = x @ jsl.expm(0.7 * a).T
+    np.testing.assert_allclose(out.final_state, z1, rtol=1e-7)
+    np.testing.assert_allclose(out.ys, _gauss(z1) + 0.7 * jnp.trace(a), rtol=1e-7)
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+def test_probe_is_fixed_within_a_solve(getkey, probe):
+    """For f = A z the Hutchinson rate eps^T A eps is constant in time only if the probe is
+    held fixed; the integral is then exactly T eps^T A eps, and ||eps^T A||^2 T for RNODE's term."""
+    a, field = _affine(getkey)
+    model = ndes.CNF(field, probe=probe, **TIGHT)
+    x, key = jr.normal(getkey(), (4, 3)), getkey()
+    out = model.log_prob(x, key, regularizers=(ndes.CNFJacobianFrobenius(1.0),))
+    eps = draw_probe(key, x.shape, x.dtype, probe)
+    hutch = jnp.einsum("bi,ij,bj->b", eps, a, eps)
+    z1 = x @ jsl.expm(a).T
+    np.testing.assert_allclose(out.ys, _gauss(z1) + hutch, rtol=1e-7)
+    frob = jnp.mean(jnp.sum((eps @ a) ** 2, -1))
+    np.testing.assert_allclose(out.penalty_terms["CNFJacobianFrobenius"], frob, rtol=1e-7)
+
+
+def test_exact_frobenius_and_kinetic_terms(getkey):
+    a, field = _affine(getkey, 2)
+    model = ndes.CNF(field, divergence="exact", **TIGHT)
+    x = jr.normal(getkey(), (2,))
+    regs = (ndes.CNFJacobianFrobenius(1.0), ndes.CNFKineticEnergy(1.0))
+    out = model.log_prob(x, regularizers=regs)
+    np.testing.assert_allclose(out.penalty_terms["CNFJacobianFrobenius"], jnp.sum(a**2), rtol=1e-7)
+    ts = jnp.linspace(0, 1, 2001)
+    v = jax.vmap(lambda t: a @ jsl.expm(t * a) @ x)(ts)
+    kinetic = jnp.trapezoid(jnp.sum(v**2, -1), ts)
+    np.testing.assert_allclose(out.penalty_terms["CNFKineticEnergy"], kinetic, rtol=1e-5)
+
+
+def test_sample_then_log_prob_round_trips(getkey):
+    model = ndes.CNF.mlp(2, 16, 2, key=getkey(), divergence="exact", **TIGHT)
+    key = getkey()
+    s = model.sample(key, 6)
+    sl = model.sample_and_log_prob(key, 6)
+    assert s.ys.shape == (6, 2) and sl.ys[1].shape == (6,)
+    back = model.log_prob(s.ys)
+    np.testing.assert_allclose(back.final_state, s.final_state, atol=1e-7)
+    back = model.log_prob(sl.ys[0])
+    np.testing.assert_allclose(back.final_state, sl.final_state, atol=1e-7)
+    np.testing.assert_allclose(back.ys, sl.ys[1], atol=1e-7)
+
+
+def test_density_integrates_to_one(getkey):
+    model = ndes.CNF.mlp(2, 16, 2, key=getkey(), divergence="exact")
+    g = jnp.linspace(-7, 7, 71)
+    grid = jnp.stack(jnp.meshgrid(g, g), -1).reshape(-1, 2)
+    p = jnp.exp(model.log_prob(grid).ys)
+    mass = jnp.sum(p) * (g[1] - g[0]) ** 2
+    assert abs(mass - 1) < 0.03, mass
+
+
+def test_joint_and_vmap_agree_on_fixed_steps(getkey):
+    fixed = dict(solver=diffrax.Tsit5(), stepsize_controller=diffrax.ConstantStepSize(), dt0=0.1)
+    joint = ndes.CNF.mlp(2, 8, 1, key=getkey(), **fixed)
+    vmapped = dataclasses.replace(
+        joint, settings=dataclasses.replace(joint.settings, batch_mode="vmap")
+    )
+    x, key = jr.normal(getkey(), (5, 2)), getkey()
+    regs = (
+        ndes.CNFJacobianFrobenius(0.1),
+        ndes.CNFKineticEnergy(0.1),
+        ndes.ErrorEstimate(1.0, rtol=1e-3, atol=1e-6),
+    )
+    oj = joint.log_prob(x, key, regularizers=regs)
+    ov = vmapped.log_prob(x, key, regularizers=regs)
+    np.testing.assert_allclose(oj.ys, ov.ys, rtol=1e-10)
+    for k in oj.penalty_terms:
+        np.testing.assert_allclose(oj.penalty_terms[k], ov.penalty_terms[k], rtol=1e-8)
+    assert ov.stats["num_fevals"].shape == (5,)
+
+
+def test_nfe_counted_for_the_augmented_solve(getkey):
+    model = ndes.CNF.mlp(
+        2, 8, 1, key=getkey(), solver=diffrax.Euler(),
+        stepsize_controller=diffrax.ConstantStepSize(), dt0=0.125,
+    )  # fmt: skip
+    out = model.log_prob(jnp.zeros((3, 2)), getkey())
+    assert int(out.stats["num_fevals"]) == 8
+    assert int(model.sample(getkey(), 3).stats["num_fevals"]) == 8
+
+
+def test_gradient_matches_finite_differences(getkey):
+    a0, _ = _affine(getkey, 2)
+    x = jr.normal(getkey(), (3, 2))
+    fixed = dict(stepsize_controller=diffrax.ConstantStepSize(), dt0=0.05)
+
+    def loss(a):
+        m = ndes.CNF(Affine(a, 2), divergence="exact", **fixed)
+        out = m.log_prob(x, regularizers=(ndes.CNFKineticEnergy(0.5),))
+        return -jnp.mean(out.ys) + out.penalty
+
+    g = jax.grad(loss)(a0)
+    h = 1e-6
+    for i, j in [(0, 0), (0, 1), (1, 0)]:
+        e = jnp.zeros((2, 2)).at[i, j].set(h)
+        np.testing.assert_allclose(g[i, j], (loss(a0 + e) - loss(a0 - e)) / (2 * h), rtol=1e-6)
+
+
+def _every_regularizer(key):
+    return [
+        ndes.ErrorEstimate(0.1),
+        ndes.StiffnessEstimate(0.1),
+        ndes.LocalErrorEstimate(0.1, key=key),
+        ndes.KineticEnergy(0.1),
+        ndes.JacobianFrobenius(0.1, key=key),
+        ndes.TaylorDerivative(0.1, order=2),
+        ndes.RandomEndTime(0.2, key=key),
+        ndes.CNFKineticEnergy(0.1),
+        ndes.CNFJacobianFrobenius(0.1),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("i", range(9))
+def test_every_regularizer_trains_log_prob(getkey, i):
+    model = ndes.CNF.mlp(2, 8, 1, key=getkey())
+    reg = _every_regularizer(getkey())[i]
+    x, key = jr.normal(getkey(), (4, 2)), getkey()
+
+    def loss(m):
+        out = m.log_prob(x, key, regularizers=(reg,))
+        return -jnp.mean(out.ys) + out.penalty, out
+
+    (val, out), g = eqx.filter_value_and_grad(loss, has_aux=True)(model)
+    assert jnp.isfinite(val) and len(out.penalty_terms) == (0 if i == 6 else 1)
+    leaves = jax.tree.leaves(eqx.filter(g, eqx.is_inexact_array))
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in leaves)
+
+
+def test_bad_input_raises(getkey):
+    model = ndes.CNF.mlp(2, 8, 1, key=getkey())
+    with pytest.raises(ValueError, match="`x` has 3 features"):
+        model.log_prob(jnp.zeros((4, 3)), getkey())
+    with pytest.raises(ValueError, match="`x` must have shape"):
+        model.log_prob(jnp.zeros((2, 2, 2)), getkey())
+    with pytest.raises(ValueError, match="`x` contains NaN"):
+        model.log_prob(jnp.array([[0.0, jnp.nan]]), getkey())
+    with pytest.raises(ValueError, match="needs key="):
+        model.log_prob(jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="probe='sphere'"):
+        ndes.CNF.mlp(2, 8, 1, key=getkey(), probe="sphere")
+    with pytest.raises(ValueError, match="divergence='trace'"):
+        ndes.CNF.mlp(2, 8, 1, key=getkey(), divergence="trace")
+    with pytest.raises(ValueError, match="t1=-1.0"):
+        ndes.CNF.mlp(2, 8, 1, key=getkey(), t1=-1.0)
+    with pytest.raises(ValueError, match="num_samples=0"):
+        model.sample(getkey(), 0)
+    with pytest.raises(ValueError, match="CNFJacobianFrobenius reads the divergence"):
+        ndes.NeuralODE.mlp(2, 8, 1, key=getkey())(
+            jnp.linspace(0, 1, 3), jnp.zeros(2), regularizers=(ndes.CNFJacobianFrobenius(1.0),)
+        )
