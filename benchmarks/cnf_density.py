@@ -1,0 +1,204 @@
+"""Density estimation with ndes.CNF (FFJORD): vanilla vs ErrorEstimate vs RNODE's free terms.
+
+Data (nothing downloaded): scikit-learn's `make_moons`, `make_circles` (2-D) and four
+standardised columns of `load_wine` (4-D tabular; train statistics only). Every method trains
+the same model (`CNF.mlp`, Hutchinson, Tsit5, PID rtol=1e-3 atol=1e-5, joint batch) for the
+same number of Adam steps (the budget), then reports the test NLL in nats (exact divergence),
+the NFE of one `log_prob` solve of the test set and of one `sample` solve of 512 draws.
+A second table times one forward `log_prob` and one train step with RNODE's free terms
+(`CNFKineticEnergy` + `CNFJacobianFrobenius`) and with the standalone `ndes.JacobianFrobenius`
+against plain FFJORD.
+
+    python benchmarks/cnf_density.py            # full (a few CPU minutes)
+    python benchmarks/cnf_density.py --quick    # seconds-scale smoke run (used by a test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from sklearn.datasets import load_wine, make_circles, make_moons
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _timing import time_interleaved  # noqa: E402
+
+import ndes  # noqa: E402
+
+DATASETS = ("moons", "circles", "wine")
+METHODS = ("vanilla", "error", "rnode")
+
+
+def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test), standardised with the training statistics."""
+    if name == "moons":
+        x = make_moons(n, noise=0.05, random_state=seed)[0]
+    elif name == "circles":
+        x = make_circles(n, noise=0.05, factor=0.5, random_state=seed)[0]
+    elif name == "wine":
+        x = load_wine().data[:, :4]
+    else:
+        raise ValueError(f"dataset={name!r} must be one of {DATASETS}.")
+    x = np.random.default_rng(seed).permutation(x)
+    cut = int(0.8 * len(x))
+    train, test = x[:cut], x[cut:]
+    mu, sd = train.mean(0), train.std(0)
+    return ((train - mu) / sd).astype(np.float32), ((test - mu) / sd).astype(np.float32)
+
+
+def regularizers(method: str, weight: float) -> tuple:
+    if method == "vanilla":
+        return ()
+    if method == "error":
+        return (ndes.ErrorEstimate(weight),)
+    if method == "rnode":
+        return (ndes.CNFKineticEnergy(weight), ndes.CNFJacobianFrobenius(weight))
+    raise ValueError(f"method={method!r} must be one of {METHODS}.")
+
+
+def train(model, data, method, weight, steps, batch, seed):
+    opt = optax.adam(3e-3)
+    state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+    regs = regularizers(method, weight)
+
+    @eqx.filter_jit
+    def step(model, state, xb, key):
+        def loss(m):
+            out = m.log_prob(xb, key, regularizers=regs)
+            return -jnp.mean(out.ys) + out.penalty
+
+        val, g = eqx.filter_value_and_grad(loss)(model)
+        upd, state = opt.update(g, state)
+        return eqx.apply_updates(model, upd), state, val
+
+    rng = np.random.default_rng(seed)
+    key = jr.key(seed)
+    t = time.perf_counter()
+    for i in range(steps):
+        xb = jnp.asarray(data[rng.integers(0, len(data), batch)])
+        model, state, _ = step(model, state, xb, jr.fold_in(key, i))
+    jax.block_until_ready(model)
+    return model, time.perf_counter() - t
+
+
+def evaluate(model, test, seed):
+    exact = dataclasses.replace(model, divergence="exact")
+    lp = eqx.filter_jit(lambda m, x: m.log_prob(x))(exact, jnp.asarray(test))
+    hutch = eqx.filter_jit(lambda m, x, k: m.log_prob(x, k))(model, jnp.asarray(test), jr.key(seed))
+    smp = eqx.filter_jit(lambda m, k: m.sample(k, 512))(model, jr.key(seed + 1))
+    return {
+        "test_nll": float(-jnp.mean(lp.ys)),
+        "nfe_log_prob": int(hutch.stats["num_fevals"]),
+        "nfe_sample": int(smp.stats["num_fevals"]),
+    }
+
+
+def overhead(model, x, reps):
+    """Median seconds of a forward log_prob and a train step: plain, RNODE free terms,
+    standalone JacobianFrobenius (+ CNFKineticEnergy)."""
+    key = jr.key(0)
+    rows = {
+        "plain FFJORD": (),
+        "+ CNFKineticEnergy + CNFJacobianFrobenius": (
+            ndes.CNFKineticEnergy(0.01),
+            ndes.CNFJacobianFrobenius(0.01),
+        ),
+        "+ CNFKineticEnergy + JacobianFrobenius (standalone)": (
+            ndes.CNFKineticEnergy(0.01),
+            ndes.JacobianFrobenius(0.01, key=jr.key(1)),
+        ),
+    }
+    fns = []
+    for regs in rows.values():
+        fwd = eqx.filter_jit(lambda m, r=regs: m.log_prob(x, key, regularizers=r).ys)
+
+        def loss(m, r=regs):
+            out = m.log_prob(x, key, regularizers=r)
+            return -jnp.mean(out.ys) + out.penalty
+
+        grad = eqx.filter_jit(eqx.filter_grad(loss))
+        fns += [lambda f=fwd: f(model), lambda g=grad: g(model)]
+    res = time_interleaved(fns, reps)
+    out = []
+    for i, name in enumerate(rows):
+        out.append({"row": name, "forward_s": res[2 * i][0], "train_step_s": res[2 * i + 1][0]})
+    return out
+
+
+def table(records, over) -> str:
+    lines = [
+        "| data | method | test NLL (nats) | NFE / log_prob | NFE / sample (512) "
+        "| train s (+compile) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['data']} | {r['method']} | {r['test_nll']:.3f} | {r['nfe_log_prob']} | "
+            f"{r['nfe_sample']} | {r['train_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "| regularizers | forward ms | train step ms | step / plain |",
+        "| --- | --- | --- | --- |",
+    ]
+    base = over[0]["train_step_s"]
+    for o in over:
+        lines.append(
+            f"| {o['row']} | {1e3 * o['forward_s']:.2f} | {1e3 * o['train_step_s']:.2f} | "
+            f"{o['train_step_s'] / base:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--weight", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write results.json here (a directory)")
+    a = p.parse_args(argv)
+    steps = a.steps or (3 if a.quick else 400)
+    n, batch, width = (200, 64, 16) if a.quick else (4000, 256, 32)
+    records = []
+    for name in a.datasets:
+        tr, te = load(name, a.seed, n)
+        init = ndes.CNF.mlp(tr.shape[1], width, 2, key=jr.key(a.seed))
+        for method in a.methods:
+            model, secs = train(init, tr, method, a.weight, steps, batch, a.seed)
+            rec = {"data": name, "method": method, "steps": steps, "train_s": secs}
+            rec.update(evaluate(model, te, a.seed))
+            records.append(rec)
+            print(rec, flush=True)
+    x = jnp.asarray(load(a.datasets[0], a.seed, n)[0][:batch])
+    over = overhead(ndes.CNF.mlp(x.shape[1], width, 2, key=jr.key(a.seed)), x, 3 if a.quick else 20)
+    text = table(records, over)
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__}, steps={steps}, batch={batch}, weight={a.weight}\n"
+    )
+    print(text)
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump({"records": records, "overhead": over, "table": text}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
