@@ -71,3 +71,29 @@ def central_fd(f, x, eps=1e-6):
         e.flat[i] = eps
         g.flat[i] = (float(f(jnp.asarray(x + e))) - float(f(jnp.asarray(x - e)))) / (2 * eps)
     return g
+
+
+def with_posterior_equal_prior(model):
+    """Helper used in tests/docs: returns a copy whose posterior drift ignores the context and
+    equals the prior drift, and whose q(z0) = N(0, I) (encoder output zeroed). Both KL terms are
+    then exactly 0."""
+    c = model.context_size
+    pd = model.prior_drift
+    # post_drift input is [t, z, c]: copy the prior's first layer and zero the context columns
+    w0 = pd.layers[0].weight
+    new_w0 = jnp.concatenate([w0, jnp.zeros((w0.shape[0], c), w0.dtype)], axis=1)
+    n_layers = len(pd.layers)
+    post = eqx.tree_at(
+        lambda m: [lin.weight for lin in m.layers] + [lin.bias for lin in m.layers],
+        model.post_drift,
+        [new_w0] + [lin.weight for lin in pd.layers[1:]] + [lin.bias for lin in pd.layers],
+    )
+    assert n_layers == len(post.layers)
+    model = eqx.tree_at(lambda m: m.post_drift, model, post)
+    eo = model.encoder_out
+    model = eqx.tree_at(
+        lambda m: (m.encoder_out.weight, m.encoder_out.bias),
+        model,
+        (jnp.zeros_like(eo.weight), jnp.zeros_like(eo.bias)),
+    )
+    return model

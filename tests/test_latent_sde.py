@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from ndes.models._latent_sde import LatentSDE, with_posterior_equal_prior
-from tests.helpers import central_fd
+from ndes.models._latent_sde import LatentSDE
+from tests.helpers import central_fd, with_posterior_equal_prior
 
 
 def _model(key, **kw):

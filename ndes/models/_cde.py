@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -11,16 +12,16 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
-from .._solve import diffeqsolve
-from ._mlp import MLPVectorField
-from ._ode import (
-    BatchMode,
+from ._common import (
+    JointField,
     ModelOutput,
-    check_batch_mode,
+    SolverSettings,
     check_increasing,
-    per_trajectory_regularizers,
-    stats_of,
+    settings_from,
+    solve_batch,
 )
+from ._mlp import MLPVectorField
+from ._ode import _DEFAULTS
 
 __all__ = ["NeuralCDE"]
 
@@ -34,26 +35,18 @@ def _path(interpolation, ts, coeffs):
 
 
 class _NormalisedField(eqx.Module):
-    r"""$\mathrm{d}z/\mathrm{d}s = (t_1 - t_0)\, f(z)\, \dot X(t_0 + s (t_1 - t_0))$.
-
-    `args = (ts, coeffs, t0, t1)`, batched along axis 0 when `joint` (then `z` is `(B, H)`
-    and the control's derivative is evaluated for the whole batch at once).
-    """
+    r"""$\mathrm{d}z/\mathrm{d}s = (t_1 - t_0)\, f(z)\, \dot X(t_0 + s (t_1 - t_0))$ for one
+    series, `args = (ts, coeffs, t0, t1)` (a joint batch wraps it in `JointField` with
+    `args_axis=0`, so the control's derivative is evaluated for the whole batch at once)."""
 
     field: Callable
     interpolation: type = eqx.field(static=True)
-    joint: bool = eqx.field(static=True)
-
-    def _one(self, s, z, ts, coeffs, t0, t1):
-        t = t0 + s * (t1 - t0)
-        dxdt = _path(self.interpolation, ts, coeffs).derivative(t)
-        return (t1 - t0) * (self.field(t, z) @ dxdt)
 
     def __call__(self, s, z, args):
         ts, coeffs, t0, t1 = args
-        if self.joint:
-            return jax.vmap(self._one, in_axes=(None, 0, 0, 0, 0, 0))(s, z, ts, coeffs, t0, t1)
-        return self._one(s, z, ts, coeffs, t0, t1)
+        t = t0 + s * (t1 - t0)
+        dxdt = _path(self.interpolation, ts, coeffs).derivative(t)
+        return (t1 - t0) * (self.field(t, z) @ dxdt)
 
 
 class NeuralCDE(eqx.Module):
@@ -88,7 +81,8 @@ class NeuralCDE(eqx.Module):
 
     **Batch modes** (`coeffs` with a leading batch axis): `"joint"` (default) solves the
     batch as one state `(B, H)` with the control's derivative evaluated for the whole
-    batch at once; shared steps, fastest for fixed-step training (`benchmarks/cde_speed.py`).
+    batch at once; shared steps, fastest for fixed-step training (measurements in
+    docs/models.md).
     `"vmap"` solves each series separately with its own step sizes; it wins under an
     adaptive controller when series differ a lot in how hard they are to integrate. Step
     regularizers mean the same per-series quantity in both modes (see `NeuralODE`).
@@ -104,12 +98,13 @@ class NeuralCDE(eqx.Module):
       makes it linear, otherwise an MLP.
     - `interpolation`: `diffrax.CubicInterpolation` (default) or
       `diffrax.LinearInterpolation`.
-    - `solver`, `stepsize_controller`, `adjoint`, `max_steps`: as in `diffrax.diffeqsolve`
-      (default `Tsit5` with `PIDController(rtol=1e-3, atol=1e-6)`).
-    - `dt0`: initial/fixed step in normalised time ($1/N$ for $N$ steps); `None` lets an
-      adaptive controller choose.
-    - `batch_mode`: `"joint"` or `"vmap"`.
     - `activation`: hidden activation of the vector field MLP (default `softplus`).
+    - `settings`: an `ndes.models.SolverSettings`, or its fields as keywords (replacing
+      single fields): `solver`, `stepsize_controller`, `adjoint`, `max_steps` as in
+      `diffrax.diffeqsolve` (default `Tsit5` with `PIDController(rtol=1e-3, atol=1e-6)`,
+      `RecursiveCheckpointAdjoint()`, 4096); `dt0`: initial/fixed step in normalised time
+      ($1/N$ for $N$ steps), `None` lets an adaptive controller choose; `batch_mode`:
+      `"joint"` (default) or `"vmap"`.
 
     **Reference:** Kidger, Morrill, Foster, Lyons, "Neural Controlled Differential
     Equations for Irregular Time Series", NeurIPS 2020.
@@ -119,12 +114,7 @@ class NeuralCDE(eqx.Module):
     field: MLPVectorField
     readout: eqx.nn.Linear
     interpolation: type = eqx.field(static=True)
-    solver: diffrax.AbstractSolver
-    stepsize_controller: diffrax.AbstractStepSizeController
-    adjoint: diffrax.AbstractAdjoint
-    dt0: float | None
-    max_steps: int | None = eqx.field(static=True)
-    batch_mode: BatchMode = eqx.field(static=True)
+    settings: SolverSettings
     channels: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
 
@@ -140,18 +130,13 @@ class NeuralCDE(eqx.Module):
         initial_width: int = 32,
         initial_depth: int = 0,
         interpolation: type = diffrax.CubicInterpolation,
-        solver: diffrax.AbstractSolver = diffrax.Tsit5(),
-        stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
-            rtol=1e-3, atol=1e-6
-        ),
-        adjoint: diffrax.AbstractAdjoint = diffrax.RecursiveCheckpointAdjoint(),
-        dt0: float | None = None,
-        max_steps: int | None = 4096,
-        batch_mode: BatchMode = "joint",
         activation: Callable = jax.nn.softplus,
         dtype=None,
+        settings: SolverSettings | None = None,
+        **options: Any,
     ):
-        check_batch_mode(batch_mode, "NeuralCDE")
+        settings = settings_from(_DEFAULTS, settings, options, "NeuralCDE")
+        settings.check("NeuralCDE", "pass dt0=1/N for N steps per series")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(
                 f"NeuralCDE(interpolation={interpolation!r}) must be diffrax.CubicInterpolation "
@@ -161,13 +146,6 @@ class NeuralCDE(eqx.Module):
             raise ValueError(
                 f"NeuralCDE needs channels, hidden_size, out_size >= 1; got {channels}, "
                 f"{hidden_size}, {out_size}."
-            )
-        if dt0 is None and not isinstance(
-            stepsize_controller, diffrax.AbstractAdaptiveStepSizeController
-        ):
-            raise ValueError(
-                "NeuralCDE: dt0=None needs an adaptive stepsize_controller; with "
-                f"{type(stepsize_controller).__name__} pass dt0=1/N for N steps per series."
             )
         ki, kf, kr = jr.split(key, 3)
         if initial_depth == 0:
@@ -188,12 +166,7 @@ class NeuralCDE(eqx.Module):
         )
         self.readout = eqx.nn.Linear(hidden_size, out_size, key=kr, dtype=dtype)
         self.interpolation = interpolation
-        self.solver = solver
-        self.stepsize_controller = stepsize_controller
-        self.adjoint = adjoint
-        self.dt0 = dt0
-        self.max_steps = max_steps
-        self.batch_mode = batch_mode
+        self.settings = settings
         self.channels = channels
         self.hidden_size = hidden_size
 
@@ -322,46 +295,30 @@ class NeuralCDE(eqx.Module):
         def x0_of(ts_b, coeffs_b, t0_b):
             return _path(self.interpolation, ts_b, coeffs_b).evaluate(t0_b)
 
-        def solve(joint, z0, args, regs):
-            return diffeqsolve(
-                diffrax.ODETerm(_NormalisedField(self.field, self.interpolation, joint)),
-                self.solver,
+        field = _NormalisedField(self.field, self.interpolation)
+
+        def solve(z0, regs, joint, args):
+            return self.settings.diffeqsolve(
+                diffrax.ODETerm(JointField(field, args_axis=0) if joint else field),
                 0.0,
                 1.0,
-                self.dt0,
                 z0,
                 args,
                 saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=self.stepsize_controller,
-                adjoint=self.adjoint,
-                max_steps=self.max_steps,
                 regularizers=regs,
                 train_step=train_step,
             )
 
+        args = (ts, coeffs, t0, t_end)
         if not batched:
             z0 = self.initial(x0_of(ts, coeffs, t0))
-            regs = per_trajectory_regularizers(regularizers, None, "NeuralCDE")
-            sol = solve(False, z0, (ts, coeffs, t0, t_end), regs)
-            z1 = sol.ys[-1]
-            return ModelOutput(
-                self.readout(z1), sol.penalty, dict(sol.penalty_terms), stats_of(sol), z1
-            )
-
-        x0 = jax.vmap(x0_of)(ts, coeffs, t0)
-        z0 = jax.vmap(self.initial)(x0)
-        if self.batch_mode == "joint":
-            regs = per_trajectory_regularizers(regularizers, B, "NeuralCDE")
-            sol = solve(True, z0, (ts, coeffs, t0, t_end), regs)
-            z1 = sol.ys[-1]
-            out = jax.vmap(self.readout)(z1)
-            return ModelOutput(out, sol.penalty, dict(sol.penalty_terms), stats_of(sol), z1)
-        regs = per_trajectory_regularizers(regularizers, None, "NeuralCDE")
-
-        def one(z0_b, ts_b, coeffs_b, t0_b, t1_b):
-            sol = solve(False, z0_b, (ts_b, coeffs_b, t0_b, t1_b), regs)
-            return sol.ys[-1], sol.penalty, dict(sol.penalty_terms), stats_of(sol)
-
-        z1, pen, terms, stats = jax.vmap(one)(z0, ts, coeffs, t0, t_end)
-        terms = {k: jnp.mean(v) for k, v in terms.items()}
-        return ModelOutput(jax.vmap(self.readout)(z1), jnp.mean(pen), terms, stats, z1)
+            out = solve_batch(solve, z0, None, "joint", regularizers, "NeuralCDE", args)
+            z1 = out.ys[-1]
+            return ModelOutput(self.readout(z1), out.penalty, out.penalty_terms, out.stats, z1)
+        z0 = jax.vmap(self.initial)(jax.vmap(x0_of)(ts, coeffs, t0))
+        mode = self.settings.batch_mode
+        out = solve_batch(solve, z0, B, mode, regularizers, "NeuralCDE", args)
+        z1 = out.ys[:, -1]
+        return ModelOutput(
+            jax.vmap(self.readout)(z1), out.penalty, out.penalty_terms, out.stats, z1
+        )

@@ -1,10 +1,14 @@
 """Latent SDE (Li, Wong, Chen, Duvenaud 2020; Kidger 2021, "On Neural Differential Equations",
 latent SDEs).
 
-Generative model (prior):   z0 ~ N(0, I),  dz = f_prior(t, z) dt + g(z) ∘ dW,
+Generative model (prior):   z0 ~ N(0, I),  dz = f_prior(t, z) dt + g(z) dW,
                             x_i ~ p(x | decoder(z(t_i))).
 Variational posterior:      z0 ~ N(μ, σ²) from a GRU encoder run backwards over the observations,
-                            dz = f_post(t, z, c(t)) dt + g(z) ∘ dW   (same diagonal diffusion g).
+                            dz = f_post(t, z, c(t)) dt + g(z) dW   (same diagonal diffusion g).
+
+Itô notation, as the default solver (`diffrax.Euler()`, Euler--Maruyama) converges to the Itô
+solution; a Stratonovich solver (`diffrax.Heun()`) gives the drifts Stratonovich meaning (the
+ELBO is the same formula for diagonal noise; see docs/latent_sde.md).
 
 ELBO = E_q[Σ_i log p(x_i | z(t_i))] − KL(q(z0) ‖ p(z0)) − E_q[∫ ½‖(f_post − f_prior)/g‖² dt], the
 path KL (Girsanov) being integrated as an extra state along the posterior solve, so it uses exactly
@@ -22,7 +26,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._sde import check_sde_config, solve_sde, solver_options
+from ._common import SolverSettings
+from ._sde_solve import SDESettings, check_sde_config, solve_sde
 
 __all__ = ["LatentSDE"]
 
@@ -87,12 +92,11 @@ class LatentSDE(eqx.Module):
       steps use `diffrax.VirtualBrownianTree`; `"grid"` or `"tree"` force one (`"grid"` needs
       constant steps).
     - `brownian_tol`: the tree's tolerance; default `None` picks it from the controller
-      (`ndes.models._sde.default_tree_tol`, as `NeuralSDE` does).
+      (as `ndes.NeuralSDE` does).
     - `max_steps`: passed to the solver.
 
-    Solves go through the same engine as `NeuralSDE` (`ndes.models._sde.solve_sde`), with its
-    adjoint default: every step checkpointed for fixed steps. Samples are deterministic given the
-    key.
+    Solves go through the same engine as `NeuralSDE`, with its adjoint default: every step
+    checkpointed for fixed steps. Samples are deterministic given the key.
     """
 
     encoder_cell: eqx.nn.GRUCell
@@ -110,13 +114,8 @@ class LatentSDE(eqx.Module):
     diffusion_floor: float = eqx.field(static=True)
     likelihood: str = eqx.field(static=True)
     learn_obs_scale: bool = eqx.field(static=True)
-    solver: diffrax.AbstractSolver
-    dt0: float | None = eqx.field(static=True)
-    num_steps: int | None = eqx.field(static=True)
-    stepsize_controller: diffrax.AbstractStepSizeController
-    brownian: str = eqx.field(static=True)
-    brownian_tol: float | None = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
+    settings: SolverSettings
+    sde: SDESettings
 
     def __init__(
         self,
@@ -164,17 +163,18 @@ class LatentSDE(eqx.Module):
         stepsize_controller = (
             diffrax.ConstantStepSize() if stepsize_controller is None else stepsize_controller
         )
-        check_sde_config(
-            "LatentSDE",
-            "diagonal",
-            None,
-            brownian,
-            brownian_tol,
-            "joint",
-            dt0,
-            num_steps,
+        self.settings = SolverSettings(
+            diffrax.Euler() if solver is None else solver,
             stepsize_controller,
+            None,
+            dt0,
+            max_steps,
+            "joint",
         )
+        self.sde = SDESettings(
+            num_steps, brownian, None if brownian_tol is None else float(brownian_tol)
+        )
+        check_sde_config("LatentSDE", self.settings, self.sde, "diagonal", None)
         k = jr.split(key, 7)
         self.encoder_cell = eqx.nn.GRUCell(2 * data_size + 1, hidden_size, key=k[0])
         self.encoder_out = eqx.nn.Linear(hidden_size, 2 * latent_size, key=k[1])
@@ -206,13 +206,6 @@ class LatentSDE(eqx.Module):
         self.diffusion_floor = float(diffusion_floor)
         self.likelihood = likelihood
         self.learn_obs_scale = learn_obs_scale
-        self.solver = diffrax.Euler() if solver is None else solver
-        self.dt0 = None if dt0 is None else float(dt0)
-        self.num_steps = num_steps
-        self.stepsize_controller = stepsize_controller
-        self.brownian = brownian
-        self.brownian_tol = None if brownian_tol is None else float(brownian_tol)
-        self.max_steps = max_steps
 
     # ------------------------------------------------------------------ components
     def f_prior(self, t: ArrayLike, z: Float[Array, " d"]) -> Float[Array, " d"]:
@@ -297,15 +290,12 @@ class LatentSDE(eqx.Module):
             ts,
             y0,
             key,
-            owner="LatentSDE",
+            settings=self.settings,
+            sde=self.sde,
             noise="diagonal",
             noise_size=d + 1,
-            **solver_options(self),
-            adjoint=None,
-            batch_mode="joint",
+            owner="LatentSDE",
             regularizers=regularizers,
-            train_step=None,
-            args=None,
         )
 
     def _posterior_single(self, ts, values, key, regularizers):
@@ -423,29 +413,3 @@ class LatentSDE(eqx.Module):
     def observation_scale(self) -> Float[Array, " D"]:
         """Scale of the observation noise (std for Gaussian, b for Laplace)."""
         return jnp.exp(self.log_obs_scale)
-
-
-def with_posterior_equal_prior(model: LatentSDE) -> LatentSDE:
-    """Helper used in tests/docs: returns a copy whose posterior drift ignores the context and
-    equals the prior drift, and whose q(z0) = N(0, I) (encoder output zeroed). Both KL terms are
-    then exactly 0."""
-    c = model.context_size
-    pd = model.prior_drift
-    # post_drift input is [t, z, c]: copy the prior's first layer and zero the context columns
-    w0 = pd.layers[0].weight
-    new_w0 = jnp.concatenate([w0, jnp.zeros((w0.shape[0], c), w0.dtype)], axis=1)
-    n_layers = len(pd.layers)
-    post = eqx.tree_at(
-        lambda m: [lin.weight for lin in m.layers] + [lin.bias for lin in m.layers],
-        model.post_drift,
-        [new_w0] + [lin.weight for lin in pd.layers[1:]] + [lin.bias for lin in pd.layers],
-    )
-    assert n_layers == len(post.layers)
-    model = eqx.tree_at(lambda m: m.post_drift, model, post)
-    eo = model.encoder_out
-    model = eqx.tree_at(
-        lambda m: (m.encoder_out.weight, m.encoder_out.bias),
-        model,
-        (jnp.zeros_like(eo.weight), jnp.zeros_like(eo.bias)),
-    )
-    return model

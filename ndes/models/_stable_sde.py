@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._ode import ModelOutput
-from ._sde import _check_inputs, check_sde_config, check_sde_solver, solve_sde, solver_options
+from ._common import ModelOutput, SolverSettings, check_inputs, settings_from
+from ._sde import SDE_DEFAULTS, split_sde_options
+from ._sde_solve import SDESettings, check_sde_config, check_sde_solver, solve_sde
 
 __all__ = ["AbstractStableSDE", "NeuralLSDE", "NeuralLNSDE", "NeuralGSDE"]
 
@@ -90,12 +91,12 @@ class AbstractStableSDE(eqx.Module):
     - `bounded`: `True` (default) bounds drift and diffusion with tanh as the authors' code
       does; `False` uses the paper's unbounded formulas.
     - `theta`: initial value of the diffusion scale's logit $\theta$.
-    - `solver`, `sde_type`: default `diffrax.Euler()`, `"ito"` (as the paper); any solver
-      accepted by `ndes.NeuralSDE` for that `sde_type`.
-    - `stepsize_controller`, `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`,
-      `max_steps`, `batch_mode`: as in `ndes.NeuralSDE` (fixed steps use
-      `ndes.GridBrownianPath`, adaptive ones `diffrax.VirtualBrownianTree`; joint batch
-      by default).
+    - `sde_type`: `"ito"` (default, as the paper); the solver must converge to it.
+    - `settings`, `sde`, or their fields as keywords (`solver`, default `diffrax.Euler()`,
+      any solver `ndes.NeuralSDE` accepts for `sde_type`; `stepsize_controller`,
+      `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`, `max_steps`,
+      `batch_mode`): as in `ndes.NeuralSDE` (fixed steps use `ndes.GridBrownianPath`,
+      adaptive ones `diffrax.VirtualBrownianTree`; joint batch by default).
     """
 
     drift_mlp: eqx.nn.MLP
@@ -107,15 +108,8 @@ class AbstractStableSDE(eqx.Module):
     input_channels: int | None = eqx.field(static=True)
     bounded: bool = eqx.field(static=True)
     sde_type: str = eqx.field(static=True)
-    solver: diffrax.AbstractSolver
-    stepsize_controller: diffrax.AbstractStepSizeController
-    num_steps: int | None = eqx.field(static=True)
-    dt0: float | None = eqx.field(static=True)
-    brownian: str = eqx.field(static=True)
-    brownian_tol: float | None = eqx.field(static=True)
-    adjoint: diffrax.AbstractAdjoint | None
-    max_steps: int | None = eqx.field(static=True)
-    batch_mode: str = eqx.field(static=True)
+    settings: SolverSettings
+    sde: SDESettings
 
     # Whether the drift sees (sin t, cos t); whether the diffusion is additive.
     time_input: eqx.AbstractClassVar[bool]
@@ -132,17 +126,11 @@ class AbstractStableSDE(eqx.Module):
         out_size: int | None = None,
         bounded: bool = True,
         theta: float = 1.0,
-        solver: diffrax.AbstractSolver = diffrax.Euler(),
         sde_type: str = "ito",
-        stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize(),
-        num_steps: int | None = None,
-        dt0: float | None = None,
-        brownian: str = "auto",
-        brownian_tol: float | None = None,
-        adjoint: diffrax.AbstractAdjoint | None = None,
-        max_steps: int | None = 4096,
-        batch_mode: str = "joint",
         dtype=None,
+        settings: SolverSettings | None = None,
+        sde: SDESettings | None = None,
+        **options: Any,
     ):
         name = type(self).__name__
         if hidden_size < 1 or width < 1 or depth < 0:
@@ -150,18 +138,10 @@ class AbstractStableSDE(eqx.Module):
                 f"{name} needs hidden_size >= 1, width >= 1, depth >= 0; got {hidden_size}, "
                 f"{width}, {depth}."
             )
-        check_sde_config(
-            name,
-            "diagonal",
-            None,
-            brownian,
-            brownian_tol,
-            batch_mode,
-            dt0,
-            num_steps,
-            stepsize_controller,
-        )
-        check_sde_solver(solver, sde_type, type(self).additive, name)
+        options, sde = split_sde_options(dict(options), sde)
+        settings = settings_from(SDE_DEFAULTS, settings, options, name)
+        check_sde_config(name, settings, sde, "diagonal", None)
+        check_sde_solver(settings.solver, sde_type, type(self).additive, name)
         kd, kn1, ki, kr = jr.split(key, 4)
         c = 0 if input_channels is None else int(input_channels)
         in_size = hidden_size + 2 * int(type(self).time_input) + c
@@ -190,15 +170,8 @@ class AbstractStableSDE(eqx.Module):
         self.input_channels = input_channels
         self.bounded = bounded
         self.sde_type = sde_type
-        self.solver = solver
-        self.stepsize_controller = stepsize_controller
-        self.num_steps = num_steps
-        self.dt0 = dt0
-        self.brownian = brownian
-        self.brownian_tol = brownian_tol
-        self.adjoint = adjoint
-        self.max_steps = max_steps
-        self.batch_mode = batch_mode
+        self.settings = settings
+        self.sde = sde
 
     # --- the SDE, per sample -------------------------------------------------------
     def _gamma(self, t, z, x):
@@ -283,7 +256,7 @@ class AbstractStableSDE(eqx.Module):
                 z0 = jax.vmap(self.initial)(x0)
             else:
                 z0 = self.initial(control.evaluate(t_first))
-        ts, z0 = _check_inputs(ts, z0, name)
+        ts, z0 = check_inputs(ts, z0, name)
         if z0.shape[-1] != self.hidden_size:
             raise ValueError(
                 f"{name}: `z0` must have {self.hidden_size} components (hidden_size); got "
@@ -300,41 +273,26 @@ class AbstractStableSDE(eqx.Module):
                 f"{name}: `z0` holds {z0.shape[0]} states (shape {z0.shape}) but the control "
                 f"path holds {control_batch} series; pass one initial state per series."
             )
-        common = dict(
-            owner=name,
+        joint = self.settings.batch_mode == "joint"
+        out = solve_sde(
+            _Field(self, control if z0.ndim == 1 else None, "drift"),
+            _Field(self, None, "diffusion"),
+            ts,
+            z0,
+            key,
+            settings=self.settings,
+            sde=self.sde,
             noise="diagonal",
             noise_size=self.hidden_size,
-            **solver_options(self),
-            adjoint=self.adjoint,
+            owner=name,
             regularizers=regularizers,
             train_step=train_step,
-            args=None,
+            joint_drift=_JointControlField(self, control)
+            if control is not None and joint
+            else None,
+            sample_drift=None if control is None else (lambda c: _Field(self, c, "drift")),
+            sample_data=None if z0.ndim == 1 else control,
         )
-        diffusion = _Field(self, None, "diffusion")
-        if control is None or z0.ndim == 1:
-            out = solve_sde(
-                _Field(self, control, "drift"),
-                diffusion,
-                ts,
-                z0,
-                key,
-                batch_mode=self.batch_mode,
-                **common,
-            )
-        elif self.batch_mode == "joint":
-            out = _solve_joint_with_control(self, control, diffusion, ts, z0, key, common)
-        else:
-            out = solve_sde(
-                _Field(self, None, "drift"),
-                diffusion,
-                ts,
-                z0,
-                key,
-                batch_mode="vmap",
-                sample_drift=lambda c: _Field(self, c, "drift"),
-                sample_data=control,
-                **common,
-            )
         final = out.ys[..., -1, :]
         if self.readout is None:
             return ModelOutput(out.ys, out.penalty, out.penalty_terms, out.stats, final)
@@ -378,21 +336,6 @@ def _check_control(control, ts, batched: bool, model, name: str) -> int | None:
     return shape[0] if batched else None
 
 
-def _solve_joint_with_control(model, control, diffusion, ts, z0, key, common):
-    """Joint batch with a batched control: the `(B, n)` state as one solve, the drift
-    vmapped over state rows and control paths together."""
-    return solve_sde(
-        _Field(model, None, "drift"),
-        diffusion,
-        ts,
-        z0,
-        key,
-        batch_mode="joint",
-        joint_drift=_JointControlField(model, control),
-        **common,
-    )
-
-
 class NeuralLSDE(AbstractStableSDE):
     r"""Langevin-type stable neural SDE (Oh, Lee & Park 2024, eq. LSDE):
     $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
@@ -401,8 +344,8 @@ class NeuralLSDE(AbstractStableSDE):
     See `AbstractStableSDE` for the arguments.
 
     For adaptive solves prefer `solver=diffrax.ShARK()` (with `sde_type="stratonovich"`):
-    its error estimate sees only the drift, so it takes far fewer steps than `Heun` (3.7x
-    fewer evaluations on JapaneseVowels; `docs/sde.md`) and works with `ErrorEstimate`."""
+    its error estimate sees only the drift, so it takes far fewer steps than `Heun`
+    (measurements in docs/sde.md) and works with `ErrorEstimate`."""
 
     time_input = False
     additive = True

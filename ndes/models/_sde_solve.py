@@ -1,0 +1,380 @@
+"""The SDE engine shared by `NeuralSDE`, the stable SDEs and `LatentSDE`: the Brownian
+motion chosen for the step-size controller, solver/`sde_type` checks, and `solve_sde`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from .._brownian import GridBrownianPath
+from ..regularizers import AbstractLocalRegularizer
+from ._common import JointField, ModelOutput, SolverSettings, as_regularizers, solve_batch
+
+__all__ = [
+    "SDESettings",
+    "check_sde_config",
+    "check_sde_solver",
+    "default_tree_tol",
+    "solve_sde",
+    "SDE_TYPES",
+    "NOISE_TYPES",
+]
+
+NoiseType = Literal["diagonal", "general"]
+SDEType = Literal["ito", "stratonovich"]
+BrownianKind = Literal["auto", "grid", "tree"]
+NOISE_TYPES = ("diagonal", "general")
+SDE_TYPES = ("ito", "stratonovich")
+_BROWNIAN = ("auto", "grid", "tree")
+
+
+# Measured by `benchmarks/sde_speed.py --tol-sweep` (see docs/sde.md): the cost of a
+# VirtualBrownianTree query grows linearly in log2((t1 - t0) / tol) -- each halving of
+# `tol` adds one bisection level to every query. A finer tree than the smallest step the
+# controller takes buys nothing, so the default is a fraction of the step scale the
+# requested accuracy implies (rtol times the interval, as a strong order-1 adaptive solver
+# with local error ~ h^1.5 takes steps no smaller than ~rtol^(2/3) (t1 - t0) >> rtol (t1 - t0)).
+_TREE_TOL_FLOOR = 2.0**-20  # relative to t1 - t0: never more than 20 levels by default
+
+
+def default_tree_tol(stepsize_controller, dt0, span) -> float | Array:
+    """Default `VirtualBrownianTree` tolerance for a solve over `span = t1 - t0`.
+
+    `tol = span * max(min(rtol, 0.1) / 4, 2**-20)` for a `PIDController` (a quarter of the
+    step scale `rtol * span`; `1e-2` stands in for `rtol` with other controllers), capped
+    by `|dt0| / 4` and by `dtmin / 2` when those are set. Finer trees cost one bisection
+    level per halving of `tol` on every query (measured: docs/sde.md) and buy nothing once
+    `tol` is below the steps the controller takes.
+    """
+    ctrl = stepsize_controller
+    if isinstance(ctrl, diffrax.ClipStepSizeController):
+        ctrl = ctrl.controller
+    rel = 1e-2
+    if isinstance(ctrl, diffrax.PIDController):
+        rel = min(float(np.min(np.asarray(ctrl.rtol))), 1e-1)
+    tol = span * max(rel / 4, _TREE_TOL_FLOOR)
+    if dt0 is not None:
+        tol = jnp.minimum(tol, jnp.abs(dt0) / 4)
+    if isinstance(ctrl, diffrax.PIDController) and ctrl.dtmin is not None:
+        tol = jnp.minimum(tol, float(ctrl.dtmin) / 2)
+    return tol
+
+
+def _is_additive_only(solver) -> bool:
+    """Stochastic Runge--Kutta methods whose tableau assumes additive noise (ShARK, SRA1, SEA)."""
+    tableau = getattr(solver, "tableau", None)
+    return isinstance(solver, diffrax.AbstractSRK) and bool(tableau.is_additive_noise())
+
+
+def check_sde_solver(solver, sde_type: str, additive: bool, owner: str) -> None:
+    """Static check that `solver` converges to the `sde_type` solution.
+
+    Itô and Stratonovich agree for additive noise, so then any SDE solver is accepted.
+    """
+    if sde_type not in SDE_TYPES:
+        raise ValueError(f"{owner}(sde_type={sde_type!r}) must be 'ito' or 'stratonovich'.")
+    ito = isinstance(solver, diffrax.AbstractItoSolver)
+    strat = isinstance(solver, diffrax.AbstractStratonovichSolver)
+    if not (ito or strat):
+        raise ValueError(
+            f"{owner}: {type(solver).__name__} is not an SDE solver. Use diffrax.Euler() or "
+            "diffrax.ItoMilstein() (Itô), or diffrax.Heun(), diffrax.EulerHeun(), "
+            "diffrax.ReversibleHeun(), diffrax.SPaRK() (Stratonovich)."
+        )
+    if _is_additive_only(solver) and not additive:
+        raise ValueError(
+            f"{owner}: {type(solver).__name__} is only correct for additive noise (a "
+            "diffusion that does not depend on the state); use diffrax.Heun() or "
+            "diffrax.GeneralShARK() (Stratonovich) or diffrax.Euler() (Itô)."
+        )
+    if additive:
+        return
+    if sde_type == "ito" and not ito:
+        raise ValueError(
+            f"{owner}(sde_type='ito'): {type(solver).__name__} converges to the Stratonovich "
+            "solution. Use diffrax.Euler() or diffrax.ItoMilstein(), or pass "
+            "sde_type='stratonovich'."
+        )
+    if sde_type == "stratonovich" and not strat:
+        raise ValueError(
+            f"{owner}(sde_type='stratonovich'): {type(solver).__name__} converges to the Itô "
+            "solution. Use diffrax.Heun(), diffrax.EulerHeun(), diffrax.ReversibleHeun(), "
+            "diffrax.StratonovichMilstein() or diffrax.SPaRK(), or pass sde_type='ito'."
+        )
+
+
+def _levy_area_for(solver) -> type:
+    minimal = getattr(solver, "minimal_levy_area", diffrax.BrownianIncrement)
+    if issubclass(diffrax.BrownianIncrement, minimal):
+        return diffrax.BrownianIncrement
+    if issubclass(diffrax.SpaceTimeLevyArea, minimal):
+        return diffrax.SpaceTimeLevyArea
+    return diffrax.SpaceTimeTimeLevyArea
+
+
+def _num_steps(dt0, t0, t1, num_steps, owner):
+    """Static number of fixed steps: `num_steps`, or `(t1 - t0)/dt0` when all are concrete."""
+    if num_steps is not None:
+        return int(num_steps)
+    try:
+        span = float(np.asarray(t1) - np.asarray(t0))
+        d = float(np.asarray(dt0))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        raise ValueError(
+            f"{owner}: with a constant step size and traced `ts` (e.g. inside jax.jit) the "
+            "number of steps must be static: pass num_steps=N instead of dt0."
+        ) from None
+    n = round(span / d)
+    if n < 1 or abs(n * d - span) > 1e-6 * abs(span):
+        raise ValueError(
+            f"{owner}: dt0={d} does not divide ts[-1] - ts[0] = {span} into whole steps, as "
+            "a fixed-step solve on the Brownian grid needs; pass num_steps=N (then "
+            "dt0 = (ts[-1] - ts[0]) / N)."
+        )
+    return n
+
+
+class _Diffusion(eqx.Module):
+    """Wraps a per-sample diffusion `g(t, y, args)` for `diffrax.ControlTerm`.
+
+    Diagonal: `g` returns `(n,)`, wrapped as `lineax.DiagonalLinearOperator` (elementwise
+    product with `dW`). General: `g` returns `(n, m)`, a matrix acting on `dW` of shape
+    `(m,)`. Joint mode applies `g` to every row of the `(B, n)` state at once.
+    """
+
+    field: Callable
+    noise: str = eqx.field(static=True)
+    joint: bool = eqx.field(static=True)
+    noise_size: int = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
+        if self.joint:
+            g = jax.vmap(self.field, in_axes=(None, 0, None))(t, y, args)
+        else:
+            g = self.field(t, y, args)
+        if self.noise == "diagonal":
+            if g.shape != y.shape:
+                raise ValueError(
+                    f"NeuralSDE(noise='diagonal'): the diffusion must return the state's shape "
+                    f"{y.shape[-1:]} per sample; got {g.shape[-1:] if g.ndim else g.shape}. For "
+                    "a matrix diffusion pass noise='general' and noise_size=m."
+                )
+            return lx.DiagonalLinearOperator(g)
+        expected = y.shape + (self.noise_size,)
+        if g.shape != expected:
+            raise ValueError(
+                f"NeuralSDE(noise='general'): the diffusion must return shape "
+                f"{expected[-2:]} (state, noise_size) per sample; got {g.shape}."
+            )
+        if not self.joint:
+            return lx.MatrixLinearOperator(g)
+        struct = jax.ShapeDtypeStruct(y.shape[:-1] + (self.noise_size,), g.dtype)
+        return lx.FunctionLinearOperator(lambda w: jnp.einsum("bnm,bm->bn", g, w), struct)
+
+
+class SDESettings(eqx.Module):
+    """What an SDE solve needs beyond `SolverSettings` (all static):
+
+    - `num_steps`: number of equal steps over `[ts[0], ts[-1]]` for a constant step size
+      (works with traced `ts`); `None` to use `dt0`.
+    - `brownian`: `"auto"` (grid for constant steps, tree for adaptive), `"grid"`
+      (`ndes.GridBrownianPath`) or `"tree"` (`diffrax.VirtualBrownianTree`).
+    - `brownian_tol`: the tree's tolerance; `None` picks `default_tree_tol`.
+    """
+
+    num_steps: int | None = eqx.field(default=None, static=True)
+    brownian: BrownianKind = eqx.field(default="auto", static=True)
+    brownian_tol: float | None = eqx.field(default=None, static=True)
+
+
+def _stepping(settings, sde, t0, t1, owner):
+    """The Brownian kind, the number of fixed steps `n` (or None), the step passed as `dt0`
+    and the adjoint of a solve over `[t0, t1]`."""
+    adaptive = settings.adaptive
+    kind = sde.brownian
+    if kind == "auto":
+        kind = "tree" if adaptive else "grid"
+    if kind == "grid" and adaptive:
+        raise ValueError(
+            f"{owner}(brownian='grid') needs a constant step size (every step must be one "
+            "cell of the Brownian grid); with an adaptive stepsize_controller use "
+            "brownian='tree' (diffrax.VirtualBrownianTree) or brownian='auto'."
+        )
+    n = None
+    if kind == "grid":
+        n = _num_steps(settings.dt0, t0, t1, sde.num_steps, owner)
+        step = (t1 - t0) / n
+    elif not adaptive and sde.num_steps is not None:
+        n = sde.num_steps
+        step = (t1 - t0) / sde.num_steps
+    else:
+        step = settings.dt0
+        if step is None and not adaptive:
+            raise ValueError(f"{owner}: a constant step size needs dt0 or num_steps.")
+    adjoint = settings.adjoint
+    if adjoint is None:
+        # A known number of steps: checkpoint every step, i.e. store what a lax.scan stores
+        # and recompute nothing on the backward pass (measured: docs/sde.md).
+        adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=n)
+    return kind, n, step, adjoint
+
+
+def _check_grid_regularizers(regularizers, owner):
+    for r in as_regularizers(regularizers):
+        if isinstance(r, AbstractLocalRegularizer) and r.sampling != "biased":
+            raise ValueError(
+                f"{owner}: {type(r).__name__}(sampling={r.sampling!r}) takes its extra "
+                "step from a uniformly drawn time, off the fixed Brownian grid "
+                "(ndes.GridBrownianPath answers whole grid cells only); pass "
+                "sampling='biased' (the start of a solver step) or brownian='tree'."
+            )
+
+
+def solve_sde(
+    drift: Callable,
+    diffusion: Callable,
+    ts: Array,
+    y0: Array,
+    key: PRNGKeyArray,
+    *,
+    settings: SolverSettings,
+    sde: SDESettings,
+    noise: str,
+    noise_size: int,
+    owner: str,
+    regularizers: Sequence = (),
+    train_step=None,
+    args=None,
+    joint_drift: Callable | None = None,
+    sample_drift: Callable | None = None,
+    sample_data: Any = None,
+) -> ModelOutput:
+    """Solve `dy = drift dt + diffusion dW` from `y0` at `ts[0]`, saving at `ts`.
+
+    The shared engine of `NeuralSDE`, the stable classes and `LatentSDE`; see `NeuralSDE`
+    for the meaning of `settings`, `sde`, `noise` and `noise_size` (`m`). For a batch `y0`
+    of shape `(B, n)`, solved by `settings.batch_mode`:
+
+    - `joint_drift`, if given, is used as-is on the `(B, n)` state in joint mode (instead
+      of `JointField(drift)`);
+    - `sample_drift(data_b)`, if given, builds sample `b`'s drift in vmap mode from
+      `data_b`, the slice `b` of `sample_data` (a PyTree whose leaves have a leading batch
+      axis, e.g. a batch of control paths).
+
+    Fixed-step solves draw one `GridBrownianPath` of noise shape `(B, m)` from `key`;
+    sample `b` sees its column `b` in both batch modes. Returns `ys` of shape `(T, n)` or
+    `(B, T, n)`.
+    """
+    t0, t1 = ts[0], ts[-1]
+    kind, n, step, adjoint = _stepping(settings, sde, t0, t1, owner)
+    if kind == "grid":
+        _check_grid_regularizers(regularizers, owner)
+    batch = None if y0.ndim == 1 else y0.shape[0]
+    dtype = y0.dtype
+    levy_area = _levy_area_for(settings.solver)
+
+    def tree(k, shape):
+        tol = sde.brownian_tol
+        if tol is None:
+            tol = default_tree_tol(settings.stepsize_controller, step, t1 - t0)
+        return diffrax.VirtualBrownianTree(
+            t0, t1, tol=tol, shape=jax.ShapeDtypeStruct(shape, dtype), key=k, levy_area=levy_area
+        )
+
+    noise_shape = (noise_size,) if batch is None else (batch, noise_size)
+    grid = None
+    if kind == "grid":
+        grid = GridBrownianPath(
+            t0, t1, noise_shape, key, num_steps=n, dtype=dtype, levy_area=levy_area
+        )
+
+    def solve(y, regs, joint, data):
+        if batch is None or joint:
+            bm = grid if grid is not None else tree(key, noise_shape)
+            f = drift
+            if joint:
+                f = JointField(drift) if joint_drift is None else joint_drift
+        else:
+            nb, d = data
+            if grid is not None:
+                incs, levy = nb
+                bm = GridBrownianPath(
+                    t0, t1, None, num_steps=n, levy_area=levy_area, increments=incs, levy=levy
+                )
+            else:
+                bm = tree(nb, (noise_size,))
+            f = drift if sample_drift is None else sample_drift(d)
+        g = _Diffusion(diffusion, noise, joint, noise_size)
+        terms = diffrax.MultiTerm(diffrax.ODETerm(f), diffrax.ControlTerm(g, bm))
+        return settings.diffeqsolve(
+            terms,
+            t0,
+            t1,
+            y,
+            args,
+            saveat=diffrax.SaveAt(ts=ts),
+            regularizers=regs,
+            train_step=train_step,
+            dt0=step,
+            adjoint=adjoint,
+        )
+
+    data = None
+    if batch is not None and settings.batch_mode == "vmap":
+        if grid is not None:
+            # Sample b gets column b of the joint noise: (N, B, m) -> B paths of (N, m).
+            noise_b = jax.tree_util.tree_map(
+                lambda x: jnp.swapaxes(x, 0, 1), (grid.increments, grid.levy)
+            )
+        else:
+            noise_b = jr.split(key, batch)
+        data = (noise_b, sample_data)
+    return solve_batch(solve, y0, batch, settings.batch_mode, regularizers, owner, data)
+
+
+def check_sde_config(
+    owner: str, settings: SolverSettings, sde: SDESettings, noise: str, noise_size: int | None
+) -> None:
+    """Static checks of an SDE model's settings, each naming the argument and the fix."""
+    settings.check(owner)
+    brownian, brownian_tol, num_steps = sde.brownian, sde.brownian_tol, sde.num_steps
+    dt0, stepsize_controller = settings.dt0, settings.stepsize_controller
+    if noise not in NOISE_TYPES:
+        raise ValueError(
+            f"{owner}(noise={noise!r}) must be 'diagonal' (one Brownian motion per state "
+            "component, diffusion returns (n,)) or 'general' (diffusion returns (n, m))."
+        )
+    if noise == "general" and (noise_size is None or noise_size < 1):
+        raise ValueError(
+            f"{owner}(noise='general') needs noise_size=m >= 1, the number of Brownian motions."
+        )
+    if brownian not in _BROWNIAN:
+        raise ValueError(
+            f"{owner}(brownian={brownian!r}) must be 'auto' (grid for constant steps, tree "
+            "for adaptive), 'grid' (ndes.GridBrownianPath) or 'tree' "
+            "(diffrax.VirtualBrownianTree)."
+        )
+    if brownian_tol is not None and not brownian_tol > 0:
+        raise ValueError(f"{owner}(brownian_tol={brownian_tol}) must be > 0 or None.")
+    if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+        raise ValueError(f"{owner}(num_steps={num_steps!r}) must be an int >= 1 or None.")
+    adaptive = isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
+    if not adaptive and dt0 is None and num_steps is None:
+        raise ValueError(
+            f"{owner}: with {type(stepsize_controller).__name__} pass num_steps=N (N equal "
+            "steps over [ts[0], ts[-1]]) or dt0."
+        )
+    if adaptive and num_steps is not None:
+        raise ValueError(
+            f"{owner}(num_steps=...) sets a constant step; with an adaptive "
+            "stepsize_controller pass dt0 (initial step) or None instead."
+        )
