@@ -84,3 +84,12 @@ def test_suite_runs_quick(tmp_path, capsys):
     # A rerun resumes: nothing left to do, the same records.
     assert gen.main(argv) == 0
     assert json.loads((out / "results.json").read_text()) == records
+
+
+@pytest.mark.slow
+def test_budget_trace_runs(capsys):
+    import budget_trace
+
+    budget_trace.main("UnitTest", "budget", {"warmup": 1, "learned": 0.0}, steps=3)
+    out = capsys.readouterr().out
+    assert "UnitTest budget" in out and "accuracy" in out
