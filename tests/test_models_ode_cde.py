@@ -401,3 +401,26 @@ def test_quick_benchmarks_print_tables():
     assert "step ms" in cde and "ndes joint" in cde and "ndes vmap" in cde
     node = outs["node_batching.py"][0]
     assert "ndes joint" in node and "ndes vmap" in node and "1.00x" in node
+
+
+def test_solver_settings_module_equals_flat_keywords(getkey):
+    from ndes.models import SolverSettings
+
+    field = MLPVectorField(2, 4, 1, key=getkey())
+    flat = NeuralODE(field, stepsize_controller=diffrax.ConstantStepSize(), dt0=0.25)
+    settings = SolverSettings(
+        diffrax.Tsit5(),
+        diffrax.ConstantStepSize(),
+        diffrax.RecursiveCheckpointAdjoint(),
+        0.25,
+        64,
+        "vmap",
+    )
+    module = NeuralODE(field, settings=settings, batch_mode="joint", max_steps=4096)
+    y0 = jr.normal(getkey(), (3, 2))
+    ts = jnp.array([0.0, 0.5, 1.0])
+    assert module.settings.batch_mode == "joint" and module.settings.max_steps == 4096
+    a, b = flat(ts, y0), module(ts, y0)
+    np.testing.assert_array_equal(a.ys, b.ys)
+    with pytest.raises(TypeError, match="unexpected keyword argument.*solvr"):
+        NeuralODE(field, solvr=diffrax.Euler())
