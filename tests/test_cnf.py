@@ -196,3 +196,20 @@ def test_bad_input_raises(getkey):
         ndes.NeuralODE.mlp(2, 8, 1, key=getkey())(
             jnp.linspace(0, 1, 3), jnp.zeros(2), regularizers=(ndes.CNFJacobianFrobenius(1.0),)
         )
+
+
+@pytest.mark.slow
+def test_density_benchmark_quick_mode(tmp_path):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    bench = pytest.importorskip("cnf_density")
+    argv = ["--quick", "--datasets", "moons", "--methods", "vanilla", "rnode", "--out"]
+    assert bench.main([*argv, str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in res["records"]] == ["vanilla", "rnode"]
+    for r in res["records"]:
+        assert np.isfinite(r["test_nll"]) and r["nfe_log_prob"] > 0 and r["nfe_sample"] > 0
+    assert len(res["overhead"]) == 3 and "| moons | rnode |" in res["table"]

@@ -84,7 +84,7 @@ class CNF(eqx.Module):
     apply; `stats["num_fevals"]` counts evaluations of the augmented field (each is one
     evaluation of $f$ plus one VJP (Hutchinson) or `d` JVPs (exact)).
 
-    **Divergence** (`ndes.models._divergence`): `"hutchinson"` (default; one VJP with a probe
+    **Divergence**: `"hutchinson"` (default; one VJP with a probe
     drawn once per solve from the `key` and held fixed through it, as FFJORD; resampling inside
     a solve makes the adaptive solver's NFE explode, torchdiffeq #120) or `"exact"` (`d` JVPs;
     small `d`). `probe`: `"gaussian"` (default, FFJORD's) or `"rademacher"`.
