@@ -115,7 +115,7 @@ def test_regularizer_batch_axis_direct(getkey):
         np.testing.assert_allclose(joint, per, rtol=1e-10)
         assert per > 0
     with pytest.raises(ValueError, match="needs batch_size"):
-        StiffnessEstimate(1.0, batch_axis=0)
+        StiffnessEstimate(1.0, batch_axis=0, aggregate="max")
     with pytest.raises(ValueError, match="only meaningful with batch_axis"):
         ErrorEstimate(1.0, batch_size=3)
     with pytest.raises(ValueError, match="does not match"):
