@@ -120,7 +120,7 @@ def test_fit_trains_and_never_recompiles(tmp_path):
             epochs=4,
             regularizers=(
                 ToyReg(schedule),
-                ToyReg(BudgetWeight(target_nfe=5.0, lr=0.01, warmup=2, init=0.1)),
+                ToyReg(BudgetWeight(target_nfe=5.0, lr=0.01, warmup=2, init=0.1, learned=0.0)),
             ),
             callbacks=[callback],
         )
@@ -131,7 +131,8 @@ def test_fit_trains_and_never_recompiles(tmp_path):
     after = [e for e in compiles[after_epoch1[0] :] if e.endswith("backend_compile_duration")]
     assert after == []
     weights = [r["budget_weights"]["ToyReg"] for r in result.history]
-    # Two warm-up steps at 0, then init, then it rises (NFE 7 > 5).
+    # Two warm-up steps at 0 (learned=0: no wait for the loss), then init, then it rises
+    # (NFE 7 > 5).
     assert weights[0] == weights[1] == 0.0 and weights[2] == pytest.approx(0.1)
     assert weights[-1] > weights[3] > weights[2]
     losses = [r["loss"] for r in result.history]
@@ -229,7 +230,8 @@ def test_neural_ode_end_to_end(tmp_path):
         out = m(ts, batch["y0"], regularizers=regularizers, train_step=train_step)
         return jnp.mean((out.ys - batch["ys"]) ** 2), solution_aux(out)
 
-    regs = (ndes.ErrorEstimate(weight=BudgetWeight(target_nfe=8, lr=0.5)),)  # warm-up 1
+    # warm-up 1 step, no wait for the loss to fall
+    regs = (ndes.ErrorEstimate(weight=BudgetWeight(target_nfe=8, lr=0.5, learned=0.0)),)
     result = fit(
         model,
         {"y0": y0, "ys": ys},
