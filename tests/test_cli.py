@@ -175,6 +175,25 @@ def test_train_ctrl_c_checkpoints_and_exits_130(tmp_path, capsys, monkeypatch):
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2, 3]
 
 
+def test_train_non_finite_step_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    import ndes
+
+    cfg, run = tmp_path / "tiny.toml", tmp_path / "run"
+    cfg.write_text(_TINY.format(steps=5))
+
+    def nan_fit(*a, **kw):
+        e = FloatingPointError("fit: the loss is nan at step 3.")
+        e.add_note("The last good checkpoint is step_000000002.json.")
+        raise e
+
+    monkeypatch.setattr(ndes, "fit", nan_fit)
+    assert main(["train", str(cfg), "--run-dir", str(run), "--no-progress", "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert "error: fit: the loss is nan at step 3." in err
+    assert "step_000000002.json" in err and "--resume" in err
+    assert "Traceback" not in err
+
+
 # Slow (80-160 s of compilation on 2 cores): kept out of `make test` for the CI budget;
 # `make test-slow` runs it.
 @pytest.mark.slow

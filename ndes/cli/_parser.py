@@ -80,6 +80,8 @@ def _summary(record: dict) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     import warnings
 
+    import equinox as eqx
+
     from ._config import ConfigError, load_config
     from ._jobs import build_job
 
@@ -143,6 +145,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return _fail("train", f"{e} (ndes train: add --resume, or pass --run-dir NEW_DIR)")
         except CheckpointError as e:
             return _fail("train", str(e), code=1)
+        except (FloatingPointError, eqx.EquinoxRuntimeError) as e:
+            # fit stopped on a non-finite step or a failed solve and kept the last good
+            # checkpoint; its note names it (docs/reliability.md).
+            notes = " ".join(getattr(e, "__notes__", ()))
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return _fail(
+                "train",
+                f"{first} {notes} Continue from the last good checkpoint with --resume "
+                "(after fixing the cause), or set on_nonfinite in fit.".replace("  ", " "),
+                code=1,
+            )
     except KeyboardInterrupt:
         print("ndes train: interrupted before training began; nothing saved.", file=sys.stderr)
         return 130
