@@ -178,7 +178,12 @@ _ERR = [{"type": "ErrorEstimate", "weight": 0.01, "rtol": 1e-2, "atol": 1e-4}]
 @pytest.mark.parametrize(
     "model, regs",
     [
-        ({"type": "stable_sde", "width": 8, "hidden": 4, "depth": 1}, _ERR),
+        # ShARK with ErrorEstimate: ~30 s of compilation, run by `make test-slow`.
+        pytest.param(
+            {"type": "stable_sde", "width": 8, "hidden": 4, "depth": 1},
+            _ERR,
+            marks=pytest.mark.slow,
+        ),
         (
             {
                 "type": "stable_sde",

@@ -26,6 +26,8 @@ def _run(tmp_path, capsys, *args):
     return records, capsys.readouterr().out
 
 
+# ~36 s; `make test-slow` runs it (the notebooks cover the NeuralCDE path in `make test`).
+@pytest.mark.slow
 def test_uea_ncde_vanilla_and_error(tmp_path, capsys):
     records, out = _run(tmp_path, capsys, "--model", "ncde", "--reg", "both")
     assert [r["method"] for r in records] == ["vanilla", "error(0.01)"]
