@@ -1,17 +1,93 @@
-"""How `ndes.fit` wires cost budgets and keyed regularizers into its jitted step."""
+"""How `ndes.fit` wires cost budgets and keyed regularizers into its jitted step: finding the
+`BudgetWeight`s inside regularizers, substituting their current weights, applying
+`fit(budget=...)`, and updating the budget states."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
 
-from ._budget import BudgetWeight, find_budget_weights, with_nfe_budget
+from ._budget import BudgetWeight
 
-__all__ = ["fresh_keys", "prepare_budgets", "update_budgets"]
+__all__ = [
+    "find_budget_weights",
+    "fresh_keys",
+    "prepare_budgets",
+    "substitute_budget_weights",
+    "update_budgets",
+    "with_nfe_budget",
+]
+
+
+def _is_bw(x) -> bool:
+    return isinstance(x, BudgetWeight)
+
+
+def _reg_name(reg) -> str:
+    name = getattr(reg, "name", None)
+    return name if isinstance(name, str) else f"{type(reg).__name__}"
+
+
+def find_budget_weights(regularizers: Sequence[Any]) -> tuple[tuple[str, BudgetWeight], ...]:
+    """Every `BudgetWeight` inside `regularizers`, in a fixed order, with a unique name.
+
+    The name is the regularizer's name (suffixed `_1`, `_2`, ... on repeats), used as the
+    key of `budget_weights` in the metrics.
+    """
+    found: list[tuple[str, BudgetWeight]] = []
+    seen: dict[str, int] = {}
+    for reg in regularizers:
+        leaves = [x for x in jax.tree_util.tree_leaves(reg, is_leaf=_is_bw) if _is_bw(x)]
+        for bw in leaves:
+            base = _reg_name(reg)
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            found.append((base if k == 0 else f"{base}_{k}", bw))
+    return tuple(found)
+
+
+def substitute_budget_weights(regularizers: Sequence[Any], weights: Sequence[Array]) -> tuple:
+    """Replace each `BudgetWeight` in `regularizers` by the matching array in `weights`."""
+    it = iter(weights)
+    out = jax.tree_util.tree_map(
+        lambda x: next(it) if _is_bw(x) else x, tuple(regularizers), is_leaf=_is_bw
+    )
+    return out
+
+
+def with_nfe_budget(
+    regularizers: Sequence[Any], budget: BudgetWeight, keep_init: bool = False
+) -> tuple:
+    """`fit(..., budget=BudgetWeight(...))`: use that budget for every numeric regularizer
+    weight (a regularizer that already has its own `BudgetWeight` keeps it). With
+    `keep_init`, a positive numeric weight becomes the budget's `init`."""
+    if not regularizers:
+        raise ValueError(
+            "fit(budget=... / nfe_budget=...) adapts regularizer weights, but `regularizers` is "
+            "empty: pass e.g. regularizers=(ndes.ErrorEstimate(),)."
+        )
+    out = []
+    for reg in regularizers:
+        w = getattr(reg, "weight", None)
+        if _is_bw(w):
+            out.append(reg)
+            continue
+        if callable(w) or w is None:
+            raise ValueError(
+                f"fit(budget=...) cannot adapt {type(reg).__name__}.weight={w!r}: it must be "
+                "a number. Use a number, or give that regularizer its own ndes.BudgetWeight."
+            )
+        bw = budget
+        if keep_init and float(w) > 0:
+            bw = dataclasses.replace(budget, init=float(w))
+        out.append(eqx.tree_at(lambda r: r.weight, reg, bw))
+    return tuple(out)
 
 
 def _is_key(x) -> bool:

@@ -23,8 +23,12 @@ from jaxtyping import ArrayLike, PyTree
 from tqdm.auto import tqdm
 
 from ._aux import check_aux, reduce_aux
-from ._budget import substitute_budget_weights
-from ._budget_fit import fresh_keys, prepare_budgets, update_budgets
+from ._budget_fit import (
+    fresh_keys,
+    prepare_budgets,
+    substitute_budget_weights,
+    update_budgets,
+)
 from ._checkpoint import (
     latest_checkpoint,
     list_checkpoints,
