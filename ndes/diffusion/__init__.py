@@ -1,0 +1,12 @@
+"""`ndes.diffusion`: score-based diffusion models (Song et al. 2021) on ndes's solves and counters.
+
+Forward SDEs (`VPSDE`, `VESDE`), the denoising score-matching loss (`DSMLoss`) and a default
+time-conditioned score network (`ScoreMLP`, wrapped with its SDE in `ScoreModel`), samplers that
+each return their exact number of score evaluations, and sample-quality metrics.
+"""
+
+from ._sde import VESDE as VESDE
+from ._sde import VPSDE as VPSDE
+from ._sde import AbstractDiffusionSDE as AbstractDiffusionSDE
+
+__all__ = ["AbstractDiffusionSDE", "VPSDE", "VESDE"]
