@@ -522,7 +522,7 @@ def test_keyboard_interrupt_saves_checkpoint(tmp_path):
 
 def test_keyboard_interrupt_between_steps(tmp_path, monkeypatch):
     """Ctrl-C while the next batch is being prepared: the last completed step is saved."""
-    import ndes.train._fit as fit_module
+    import ndes.train._fit_loop as fit_module
 
     real, calls = fit_module.shard_batch, []
 

@@ -3,50 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import operator
 import os
-import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh
 from jaxtyping import ArrayLike, PyTree
-from tqdm.auto import tqdm
 
-from ._aux import check_aux, reduce_aux
-from ._budget_fit import (
-    fresh_keys,
-    prepare_budgets,
-    substitute_budget_weights,
-    update_budgets,
-)
-from ._checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from ._finite import check_nonfinite_options, finite_report, guard_step, nonfinite_message
-from ._loop import _config_hash, _epoch_permutation, _host, _num_examples, _postfix, _take
-from ._metrics import MetricsWriter
-from ._sharding import (
-    agree_across_processes,
-    check_divisible,
-    constrain_replicated,
-    data_parallel_mesh,
-    replicate,
-    shard_batch,
-)
-from ._state import TrainState, array_signature, init_state, wrap_key
+from ._fit_loop import run_loop
+from ._fit_options import plan_fit
+from ._fit_resume import restore_or_init
+from ._state import TrainState
+from ._step import make_evaluator, make_train_step
 
 __all__ = ["fit", "FitResult"]
 
@@ -217,275 +188,44 @@ def fit(
     (when one was completed in this call) and the error is re-raised with a note naming the
     step and the checkpoint to resume from.
     """
-    # ---- static validation ------------------------------------------------------------
-    if (steps is None) == (epochs is None):
-        raise ValueError("fit needs exactly one of steps= (total optimiser steps) or epochs=.")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"fit(batch_size={batch_size!r}) must be a positive int.")
-    for name, val in (
-        ("log_every", log_every),
-        ("eval_every", eval_every),
-        ("checkpoint_every", checkpoint_every),
-        ("eval_batch_size", eval_batch_size),
-    ):
-        if val is not None and (not isinstance(val, (int, np.integer)) or val < 1):
-            raise ValueError(f"fit({name}={val!r}) must be a positive int or None.")
-    check_nonfinite_options(on_nonfinite, max_skips)
-    if eval_fn is not None and eval_data is None:
-        raise ValueError("fit(eval_fn=...) needs eval_data= to evaluate on.")
-    if eval_every is not None and eval_data is None:
-        raise ValueError("fit(eval_every=...) needs eval_data= to evaluate on.")
-    if isinstance(regularizers, (list, tuple)):
-        regularizers = tuple(regularizers)
-    else:
-        regularizers = (regularizers,)
-    n = _num_examples(data)
-    if batch_size > n:
-        raise ValueError(
-            f"fit(batch_size={batch_size}) is larger than the {n} examples in data; use "
-            f"batch_size <= {n}."
-        )
-    steps_per_epoch = n // batch_size
-    total = int(steps if steps is not None else epochs * steps_per_epoch)
-    if total < 0:
-        raise ValueError(f"fit(steps/epochs) must be non-negative; got {total} steps.")
-    regularizers, budgets = prepare_budgets(regularizers, budget, nfe_budget, budget_lr, total)
-    if mesh is None:
-        mesh = data_parallel_mesh(axis_name=data_axis)
-    check_divisible(batch_size, mesh, data_axis)
-    nproc, pid = jax.process_count(), jax.process_index()
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        log_path = run_dir / "metrics.jsonl" if log_path is None else log_path
-        checkpoint_dir = run_dir / "checkpoints" if checkpoint_dir is None else checkpoint_dir
-    if resume and checkpoint_dir is None:
-        raise ValueError("fit(resume=True) needs checkpoint_dir= (or run_dir=) to resume from.")
-
-    host_data = jax.tree_util.tree_map(np.asarray, data)
-    host_eval = None if eval_data is None else jax.tree_util.tree_map(np.asarray, eval_data)
-    if host_eval is not None:
-        n_eval = _num_examples(host_eval)
-        if n_eval == 0:
-            raise ValueError("fit(eval_data=...) holds no examples (its leading axis is 0).")
-    eval_bs = min(eval_batch_size or batch_size, n_eval) if host_eval is not None else 0
-
-    # ---- state: fresh or resumed ------------------------------------------------------
-    state = init_state(model, optimizer, key, tuple(bw.init_state() for _, bw in budgets))
-    config_hash = _config_hash(
-        batch_size=int(batch_size),
+    plan = plan_fit(
+        data,
+        batch_size=batch_size,
+        steps=steps,
+        epochs=epochs,
+        regularizers=regularizers,
+        budget=budget,
+        nfe_budget=nfe_budget,
+        budget_lr=budget_lr,
+        eval_data=eval_data,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        eval_batch_size=eval_batch_size,
+        log_every=log_every,
+        run_dir=run_dir,
+        log_path=log_path,
+        run_name=run_name,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        resume=resume,
+        progress=progress,
+        callbacks=callbacks,
         shuffle=shuffle,
-        num_examples=n,
-        data=array_signature(host_data),
-        regularizers=[type(r).__name__ for r in regularizers],
-        budgets=[(nm, repr(bw)) for nm, bw in budgets],
-        loss_fn=getattr(loss_fn, "__qualname__", repr(type(loss_fn))),
+        mesh=mesh,
+        data_axis=data_axis,
+        on_nonfinite=on_nonfinite,
+        max_skips=max_skips,
     )
-    start, elapsed0, ckpt_path = 0, 0.0, None
-    if checkpoint_dir is not None:
-        existing = latest_checkpoint(checkpoint_dir)
-        if existing is not None and not resume:
-            raise FileExistsError(
-                f"checkpoint_dir {checkpoint_dir} already holds checkpoints (newest "
-                f"{existing.name}); pass resume=True to continue that run, or use an empty "
-                "directory (checkpoints are never overwritten)."
-            )
-        if existing is not None:
-            state, meta = load_checkpoint(existing, state)
-            start, ckpt_path = int(meta["step"]), existing
-            elapsed0 = float(meta.get("elapsed", 0.0))
-            if meta.get("config_hash") != config_hash:
-                warnings.warn(
-                    f"resuming from {existing} with a different configuration (batch size, data, "
-                    "regularizers or loss): training continues, but will not reproduce the "
-                    "uninterrupted run.",
-                    stacklevel=2,
-                )
-    if start > total:
-        raise ValueError(
-            f"the checkpoint in {checkpoint_dir} is at step {start}, beyond steps={total}; ask for "
-            f"at least {start} steps."
-        )
-    if nproc > 1:  # every process must resume the same step (a shared checkpoint_dir)
-        agree_across_processes(start, checkpoint_dir)
-    state = replicate(state, mesh)
-    data_key = np.asarray(jax.device_get(state.data_key))
-
-    # ---- the jitted steps -------------------------------------------------------------
+    start = restore_or_init(plan, model, optimizer, key, loss_fn)
     traces = {"train_step": 0, "eval_step": 0}
-    needs_nfe = bool(budgets)
+    train_step = make_train_step(plan, loss_fn, optimizer, traces)
+    evaluate = None if plan.host_eval is None else make_evaluator(plan, loss_fn, traces)
+    end = run_loop(plan, start, train_step, evaluate)
 
-    @eqx.filter_jit
-    def train_step(state: TrainState, batch):
-        traces["train_step"] += 1
-        regs = substitute_budget_weights(regularizers, [b.weight for b in state.budget_weights])
-        regs = fresh_keys(regs, state.step)
-        step_key = jax.random.fold_in(wrap_key(state.key, state.key_impl), state.step)
-        params, static = eqx.partition(state.model, eqx.is_inexact_array)
-
-        def objective(params):
-            m = eqx.combine(params, static)
-            out = loss_fn(m, batch, key=step_key, regularizers=regs, train_step=state.step)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(
-                    "loss_fn must return a pair (loss, aux); got "
-                    f"{type(out).__name__}. Return (loss, {{}}) if there is nothing to report."
-                )
-            loss, aux = out
-            check_aux(aux, regs, needs_nfe)
-            penalty = jnp.mean(aux["penalty"]) if "penalty" in aux else 0.0
-            return jnp.mean(loss) + penalty, (loss, aux)
-
-        (obj, (loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params)
-        new_model = eqx.apply_updates(state.model, updates)
-        metrics = reduce_aux(loss, aux)
-        report = finite_report(obj, metrics, grads)
-        new_weights, budget_metrics = update_budgets(budgets, state.budget_weights, metrics)
-        metrics.update(budget_metrics)
-        new_state = dataclasses.replace(
-            state,
-            model=new_model,
-            opt_state=opt_state,
-            step=state.step + 1,
-            budget_weights=new_weights,
-        )
-        new_state = guard_step(state, new_state, report["ok"], on_nonfinite)
-        if on_nonfinite == "skip":
-            metrics["skipped_steps"] = new_state.skipped_steps
-        return constrain_replicated(new_state, mesh), metrics, report
-
-    @eqx.filter_jit
-    def eval_step(model, batch, key, step):
-        traces["eval_step"] += 1
-        if eval_fn is not None:
-            out = eval_fn(model, batch, key=key)
-            if not isinstance(out, dict):
-                raise TypeError(f"eval_fn must return a dict of metrics; got {type(out).__name__}.")
-            out = dict(out)
-            return reduce_aux(out.pop("loss", jnp.nan), out)
-        loss, aux = loss_fn(model, batch, key=key, regularizers=(), train_step=step)
-        check_aux(aux, (), False)
-        metrics = reduce_aux(loss, aux)
-        metrics.pop("penalty", None)
-        metrics.pop("penalty_terms", None)
-        return metrics
-
-    def evaluate(state: TrainState) -> dict[str, Any]:
-        ekey = wrap_key(state.eval_key, state.key_impl)
-        sums: dict[str, Any] | None = None
-        count = 0
-        for i, lo in enumerate(range(0, n_eval, eval_bs)):
-            idx = np.arange(lo, min(lo + eval_bs, n_eval))
-            batch = _take(host_eval, idx)
-            if len(idx) % mesh.shape[data_axis] == 0 and nproc == 1:
-                batch = shard_batch(batch, mesh, data_axis)
-            else:  # a last, indivisible batch: replicated (every device computes it)
-                batch = replicate(batch, mesh)
-            m = _host(eval_step(state.model, batch, jax.random.fold_in(ekey, i), state.step))
-            weighted = jax.tree_util.tree_map(functools.partial(operator.mul, len(idx)), m)
-            if sums is not None:
-                weighted = jax.tree_util.tree_map(operator.add, sums, weighted)
-            sums = weighted
-            count += len(idx)
-        assert sums is not None
-        avg = jax.tree_util.tree_map(lambda v: v / count, sums)
-        return {f"eval_{k}": v for k, v in avg.items()}
-
-    # ---- bookkeeping ------------------------------------------------------------------
-    writer = None
-    if log_path is not None and pid == 0:
-        writer = MetricsWriter(log_path, resume_step=start if resume else None)
-    history: list[dict[str, Any]] = list(writer.previous) if writer is not None else []
-
-    def save(state: TrainState, elapsed: float) -> Path | None:
-        if checkpoint_dir is None or pid != 0:
-            return None
-        step = int(state.step)
-        existing = [p for s, p in list_checkpoints(checkpoint_dir) if s == step]
-        if existing:
-            return existing[0]
-        return save_checkpoint(
-            checkpoint_dir,
-            state,
-            config_hash=config_hash,
-            keep_last=keep_last,
-            extra={"elapsed": elapsed, "total_steps": total, "run_name": run_name},
-        )
-
-    disable = None if progress is None else not progress
-    bar = tqdm(
-        total=total,
-        initial=start,
-        desc=run_name,
-        disable=True if pid != 0 else disable,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        leave=True,
-    )
-    interrupted, failure = False, None
-    perm_epoch, perm = None, None
-    t_start = time.perf_counter()
-    local = batch_size // nproc
-
-    # ---- the loop ---------------------------------------------------------------------
-    try:
-        for s in range(start, total):
-            epoch, pos = divmod(s, steps_per_epoch)
-            if epoch != perm_epoch:
-                perm = _epoch_permutation(data_key, state.key_impl, epoch, n, shuffle)
-                perm_epoch = epoch
-            idx = perm[pos * batch_size : (pos + 1) * batch_size]
-            idx = idx[pid * local : (pid + 1) * local]  # this process's part of the batch
-            batch = shard_batch(_take(host_data, idx), mesh, data_axis)
-            new_state, metrics, report = train_step(state, batch)
-            if not bool(report["ok"]) and (
-                on_nonfinite == "raise" or int(new_state.skip_streak) > max_skips
-            ):
-                msg = nonfinite_message(
-                    s + 1,
-                    jax.device_get(report),
-                    state.model,
-                    _host(metrics),
-                    int(new_state.skip_streak),
-                )
-                raise FloatingPointError(msg)
-            # `state` moves on only once the step's record is written: a Ctrl-C before
-            # that checkpoints the previous step, and resuming rewrites any later record.
-            done = s + 1
-            do_eval = host_eval is not None and (
-                done == total or (eval_every is not None and done % eval_every == 0)
-            )
-            record = None
-            if done % log_every == 0 or done == total or do_eval:
-                record = {"step": done, "epoch": epoch, **_host(metrics)}
-                if do_eval:
-                    record.update(evaluate(new_state))
-                record["wall_time"] = elapsed0 + time.perf_counter() - t_start
-                if run_name is not None:
-                    record["run"] = run_name
-                history.append(record)
-                if writer is not None:
-                    writer.write(record)
-                bar.set_postfix(_postfix(record), refresh=False)
-            state = new_state
-            bar.update(1)
-            for cb in callbacks:
-                cb(done, state, record)
-            if checkpoint_every is not None and done % checkpoint_every == 0:
-                ckpt_path = save(state, elapsed0 + time.perf_counter() - t_start)
-    except KeyboardInterrupt:
-        interrupted = True
-    except Exception as e:
-        failure = e
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    elapsed = elapsed0 + time.perf_counter() - t_start
-    if (total > start and failure is None) or interrupted or int(state.step) > start:
-        ckpt_path = save(state, elapsed) or ckpt_path
-    if failure is not None:
-        failure.add_note(
+    state, ckpt_path, total = end.state, end.checkpoint, plan.total
+    if end.failure is not None:
+        end.failure.add_note(
             f"ndes.fit stopped at step {int(state.step) + 1} of {total}; the state after step "
             f"{int(state.step)} (last good parameters) is "
             + (
@@ -494,8 +234,8 @@ def fit(
                 else "not checkpointed (no checkpoint_dir, or no step completed in this call)."
             )
         )
-        raise failure
-    if interrupted:
+        raise end.failure
+    if end.interrupted:
         where = f"; checkpoint {ckpt_path}" if ckpt_path is not None else " (no checkpoint_dir)"
         warnings.warn(
             f"fit interrupted (KeyboardInterrupt) after step {int(state.step)}{where}. "
@@ -506,9 +246,9 @@ def fit(
         model=state.model,
         opt_state=state.opt_state,
         state=state,
-        history=history,
-        interrupted=interrupted,
+        history=end.history,
+        interrupted=end.interrupted,
         checkpoint=ckpt_path,
-        log_path=None if log_path is None else Path(log_path),
+        log_path=None if plan.log_path is None else Path(plan.log_path),
         traces=dict(traces),
     )
