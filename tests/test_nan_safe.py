@@ -12,7 +12,7 @@ import pytest
 import ndes
 from ndes.train import fit, list_checkpoints, load_checkpoint, read_metrics
 
-from .test_train import _assert_bitwise, _fit, _mlp, _params, mse_loss
+from .train_helpers import _assert_bitwise, _fit, _mlp, _params, mse_loss
 
 
 def nan_at(*bad_steps, where="loss"):
