@@ -74,6 +74,38 @@ def test_exact_frobenius_and_kinetic_terms(getkey):
     np.testing.assert_allclose(out.penalty_terms["CNFKineticEnergy"], kinetic, rtol=1e-5)
 
 
+class _Counting(eqx.Module):
+    """Counts how often the field is traced: each trace is one evaluation in the compiled solve."""
+
+    inner: eqx.Module
+    count: list = eqx.field(static=True)
+
+    def __call__(self, t, z, args=None):
+        self.count.append(1)
+        return self.inner(t, z, args)
+
+
+@pytest.mark.parametrize("divergence", ["hutchinson", "exact"])
+def test_rnode_terms_reuse_the_divergence_evaluation(getkey, divergence):
+    """RNODE's terms are read from the divergence's own evaluation of f and VJP: a solve with
+    them traces f exactly as often as plain FFJORD (a re-evaluation would trace it more)."""
+    _, field = _affine(getkey, 2)
+    fixed = dict(stepsize_controller=diffrax.ConstantStepSize(), dt0=0.25)
+    x, key = jr.normal(getkey(), (3, 2)), getkey()
+    counts = []
+    for regs in [(), (ndes.CNFKineticEnergy(1.0), ndes.CNFJacobianFrobenius(1.0))]:
+        counter = _Counting(field, [])
+        model = ndes.CNF(counter, divergence=divergence, **fixed)
+
+        def loss(x, m=model, r=regs):
+            out = m.log_prob(x, key, regularizers=r)
+            return jnp.sum(out.ys) + out.penalty
+
+        jax.grad(loss)(x)
+        counts.append(len(counter.count))
+    assert counts[0] == counts[1] > 0, counts
+
+
 def test_sample_then_log_prob_round_trips(getkey):
     model = ndes.CNF.mlp(2, 16, 2, key=getkey(), divergence="exact", **TIGHT)
     key = getkey()

@@ -46,8 +46,10 @@ class StandardNormal(eqx.Module):
 
 class _CNFField(eqx.Module):
     """The augmented field $(z, \\ell) \\mapsto (f(t, z), -\\nabla\\cdot f(t, z))$ on one sample
-    or (`joint`) a batch, with the probe `eps` fixed for the solve; `cnf_rates` gives RNODE's
-    kinetic and Jacobian rates (batch sums) from the same computation."""
+    or (`joint`) a batch, with the probe `eps` fixed for the solve. `with_rates` returns the
+    same value together with RNODE's kinetic and Jacobian rates (batch sums) read from the
+    *same* evaluation of $f$ and the same VJP (the protocol of `ndes.CNFKineticEnergy` /
+    `ndes.CNFJacobianFrobenius`)."""
 
     field: Callable
     method: str = eqx.field(static=True)
@@ -64,13 +66,13 @@ class _CNFField(eqx.Module):
         return jax.vmap(self._one, in_axes=(None, 0, eps_axis, None))(t, z, self.eps, args)
 
     def __call__(self, t, y, args):
-        z, logp = y
-        fz, div, _ = self._all(t, z, args)
-        return fz, (-div).astype(logp.dtype)
+        return self.with_rates(t, y, args)[0]
 
-    def cnf_rates(self, t, y, args):
-        fz, _, frob = self._all(t, y[0], args)
-        return jnp.sum(jnp.square(fz)), jnp.sum(frob)
+    def with_rates(self, t, y, args):
+        z, logp = y
+        fz, div, frob = self._all(t, z, args)
+        rates = {"kinetic": jnp.sum(jnp.square(fz)), "frobenius": jnp.sum(frob)}
+        return (fz, (-div).astype(logp.dtype)), rates
 
 
 class CNF(eqx.Module):

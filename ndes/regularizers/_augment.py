@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -54,6 +54,10 @@ class AbstractIntegralRegularizer(AbstractRegularizer):
     """
 
     needs_vjp: eqx.AbstractClassVar[bool]
+    #: Whether `rate_from_field` reads the rates a field offers through `with_rates(t, y,
+    #: args) -> (fy, rates)` (see `CNFKineticEnergy`): the field is then evaluated once,
+    #: through `with_rates`, and its rates come from that same evaluation.
+    reads_field_rates: ClassVar[bool] = False
 
     @abc.abstractmethod
     def rate(
@@ -68,6 +72,21 @@ class AbstractIntegralRegularizer(AbstractRegularizer):
         """The integrand $r(t, y)$ given `fy = field(t, y, args)` (and, if `needs_vjp`, the
         function `vjp_fn(cotangent) -> cotangent @ d field / d y`)."""
 
+    def rate_from_field(
+        self,
+        t: Any,
+        y: PyTree[Array],
+        args: PyTree,
+        field: Callable,
+        fy: PyTree[Array],
+        vjp_fn: Callable | None,
+        field_rates: dict[str, Array] | None,
+    ) -> Float[Array, ""]:
+        """The integrand given also `field_rates`, the rates the field returned beside `fy`
+        from `with_rates` (`None` unless some regularizer has `reads_field_rates`). By
+        default `rate`."""
+        return self.rate(t, y, args, field, fy, vjp_fn)
+
 
 class _AugmentedField(eqx.Module):
     """The vector field of the augmented state `(y, rates)`: evaluates `field` once."""
@@ -79,14 +98,22 @@ class _AugmentedField(eqx.Module):
 
     def __call__(self, t, state, args):
         y, _ = state
-        if any(r.needs_vjp for r in self.regularizers):
-            fy, vjp_fn = jax.vjp(lambda _y: self.field(t, _y, args), y)
+        if any(r.reads_field_rates for r in self.regularizers):
+            # One evaluation gives fy and the field's own rates (a CNF's kinetic energy and
+            # Jacobian term from the divergence's probe and VJP): nothing is recomputed.
+            fn = lambda _y: self.field.with_rates(t, _y, args)  # noqa: E731
         else:
-            fy, vjp_fn = self.field(t, y, args), None
+            fn = lambda _y: (self.field(t, _y, args), None)  # noqa: E731
+        if any(r.needs_vjp for r in self.regularizers):
+            fy, vjp_fn, field_rates = jax.vjp(fn, y, has_aux=True)
+        else:
+            (fy, field_rates), vjp_fn = fn(y), None
         dtype = _dtype(y)
         direction = self.direction.astype(dtype)
         rates = tuple(
-            (direction * r.rate(t, y, args, self.field, fy, vjp_fn) / s).astype(dtype)
+            (
+                direction * r.rate_from_field(t, y, args, self.field, fy, vjp_fn, field_rates) / s
+            ).astype(dtype)
             for r, s in zip(self.regularizers, self.scales, strict=True)
         )
         return fy, rates

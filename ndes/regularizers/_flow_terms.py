@@ -12,12 +12,12 @@ pass). The two classes here penalise RNODE's quantities on $f$ alone:
   *same* probe $\varepsilon$ and the same VJP as the Hutchinson divergence (exactly
   $\lVert\partial f/\partial z\rVert_F^2$ with the exact divergence).
 
-They ask the CNF's augmented field for these rates through its method
-`cnf_rates(t, y, args) -> (kinetic, frobenius)` (batch sums), which repeats the field's own
-linearisation with the same inputs; under `jax.jit` XLA merges the repeated computation with
-the solver's (common-subexpression elimination), so the forward cost is that of plain FFJORD
-(measured in docs/cnf.md). Any field offering `cnf_rates` works (`ndes.CNF`'s does; a
-probability-flow ODE's can).
+Both read the rates from the CNF's augmented field through its method
+`with_rates(t, y, args) -> (fy, {"kinetic": ..., "frobenius": ...})` (batch sums): the state
+augmentation (`_augment.py`) then evaluates the field *once*, through `with_rates`, and takes
+$f$, the divergence and both rates from that single evaluation -- one evaluation of $f$ and one
+VJP per stage, exactly what plain FFJORD computes (measured in docs/cnf.md). Any field offering
+`with_rates` works (`ndes.CNF`'s does; a probability-flow ODE's can).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ __all__ = ["CNFKineticEnergy", "CNFJacobianFrobenius"]
 
 def _check_cnf_field(problem: Problem, name: str, fallback: str) -> None:
     field = getattr(problem.terms, "vector_field", None)
-    if not callable(getattr(field, "cnf_rates", None)):
+    if not callable(getattr(field, "with_rates", None)):
         raise ValueError(
             f"{name} reads the divergence computation of a CNF's (z, log p) solve: use it with "
-            f"ndes.CNF.log_prob / sample_and_log_prob (a vector field with a `cnf_rates` "
+            f"ndes.CNF.log_prob / sample_and_log_prob (a vector field with a `with_rates` "
             f"method); got a field of type {type(field).__name__}. For other solves use "
             f"{fallback}."
         )
@@ -62,13 +62,17 @@ class CNFKineticEnergy(AbstractIntegralRegularizer):
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
     needs_vjp: ClassVar[bool] = False
+    reads_field_rates: ClassVar[bool] = True
 
     def bind(self, problem: Problem) -> "CNFKineticEnergy":
         _check_cnf_field(problem, "CNFKineticEnergy", "ndes.KineticEnergy")
         return self
 
     def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
-        return field.cnf_rates(t, y, args)[0]
+        return field.with_rates(t, y, args)[1]["kinetic"]  # standalone use: re-evaluates
+
+    def rate_from_field(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+        return field_rates["kinetic"]
 
 
 class CNFJacobianFrobenius(AbstractIntegralRegularizer):
@@ -78,10 +82,11 @@ class CNFJacobianFrobenius(AbstractIntegralRegularizer):
     $\mathbb{E}_\varepsilon\lVert\varepsilon^\top J\rVert^2 = \lVert J\rVert_F^2$: unbiased for
     the Frobenius norm, with the probe the CNF drew for this solve (no key of its own). With
     `divergence="exact"` it is $\lVert J\rVert_F^2$ exactly, from the same `d` JVPs. No extra
-    evaluation of $f$ and no extra VJP in the forward solve (unlike `ndes.JacobianFrobenius`,
-    which differentiates through the divergence); the backward pass pays for the gradient of
-    the term. Units $1/\text{time}^2$ integrated over time, per sample. Finlay et al.'s code
-    (`cfinlay/ffjord-rnode`) averages over the `d` entries; this is the sum.
+    evaluation of $f$ and no extra VJP (unlike `ndes.JacobianFrobenius`, which differentiates
+    through the divergence); the backward pass differentiates the same VJP it differentiates
+    for the divergence, with one more cotangent term. Units $1/\text{time}^2$ integrated over
+    time, per sample. Finlay et al.'s code (`cfinlay/ffjord-rnode`) averages over the `d`
+    entries; this is the sum.
 
     **Arguments:** `weight` (number or schedule); `batch_axis`, `batch_size` (set by the
     CNF in joint mode).
@@ -94,10 +99,14 @@ class CNFJacobianFrobenius(AbstractIntegralRegularizer):
     batch_axis: int | None = eqx.field(default=None, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
     needs_vjp: ClassVar[bool] = False
+    reads_field_rates: ClassVar[bool] = True
 
     def bind(self, problem: Problem) -> "CNFJacobianFrobenius":
         _check_cnf_field(problem, "CNFJacobianFrobenius", "ndes.JacobianFrobenius")
         return self
 
     def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
-        return field.cnf_rates(t, y, args)[1]
+        return field.with_rates(t, y, args)[1]["frobenius"]  # standalone use: re-evaluates
+
+    def rate_from_field(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+        return field_rates["frobenius"]
