@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import ndes
-from ndes.regularizers._local import force_sample_time
 
 from .helpers import Counter, central_fd, flat_field, linear_term
 
@@ -51,6 +50,7 @@ def _solve(regs, term=None, y0=Y0, ctrl=PID, t1=T1, dt0=0.1):
 
 def _one_step_global(reg, ta, tb, ya):
     """The global estimate of the single step [ta, tb] from ya (its per-step term)."""
+    ta, tb = jnp.asarray(ta), jnp.asarray(tb)  # traced: one compilation for every step
     sol = ndes.diffeqsolve(
         linear_term(A),
         diffrax.Tsit5(),
@@ -65,35 +65,74 @@ def _one_step_global(reg, ta, tb, ya):
     return float(sol.penalty)
 
 
-@pytest.mark.parametrize("sampling", ["unbiased", "biased"])
-def test_local_equals_global_step_term_at_step_boundary(sampling):
-    """Forced to an accepted step's start time, the local value is that step's term of the
-    global estimate (same norm, tolerances and step size)."""
+def _sampled(sampling, keys):
+    """Per key: the sampled time, the extra step's size and both local penalties (one solve
+    with a LocalErrorEstimate and a LocalStiffnessEstimate sharing the key)."""
+
+    def one(key):
+        regs = (
+            ndes.LocalErrorEstimate(1.0, sampling=sampling, key=key),
+            ndes.LocalStiffnessEstimate(1.0, sampling=sampling, key=key),
+        )
+        sol = _solve(regs)
+        return (
+            sol.stats["local_sample_time"],
+            sol.stats["local_step_size"],
+            sol.penalty_terms["LocalErrorEstimate"],
+            sol.penalty_terms["LocalStiffnessEstimate"],
+        )
+
+    return [np.asarray(v) for v in jax.jit(jax.vmap(one))(keys)]
+
+
+def test_biased_local_equals_global_step_term():
+    """Sampled at an accepted step's start, the local value is that step's term of the
+    global estimate (same norm, tolerances and step size), at the first, a middle and the
+    last steps."""
     ts, ys = _accepted_times(linear_term(A), Y0)
     assert len(ts) > 6
-    key = jax.random.key(0)
+    t_s, h, pen_e, pen_s = _sampled("biased", jax.random.split(jax.random.key(0), 300))
     for j in (0, 2, len(ts) // 2, len(ts) - 2):
-        local_e = force_sample_time(ndes.LocalErrorEstimate(1.0, sampling=sampling, key=key), ts[j])
-        local_s = force_sample_time(
-            ndes.LocalStiffnessEstimate(1.0, sampling=sampling, key=key), ts[j]
-        )
-        sol = _solve((local_e, local_s))
-        np.testing.assert_allclose(float(sol.stats["local_sample_time"]), ts[j], rtol=1e-12)
-        np.testing.assert_allclose(
-            float(sol.stats["local_step_size"]), ts[j + 1] - ts[j], rtol=1e-12
-        )
+        hits = np.flatnonzero(np.abs(t_s - ts[j]) < 1e-12)
+        assert hits.size > 0, j  # 300 keys hit every one of the ~25 steps
+        i = hits[0]
+        np.testing.assert_allclose(h[i], ts[j + 1] - ts[j], rtol=1e-12)
         want_e = _one_step_global(
             ndes.ErrorEstimate(1.0, rtol=RTOL, atol=ATOL), *ts[j : j + 2], ys[j]
         )
         want_s = _one_step_global(
             ndes.StiffnessEstimate(1.0, aggregate="sum"), *ts[j : j + 2], ys[j]
         )
-        np.testing.assert_allclose(
-            float(sol.penalty_terms["LocalErrorEstimate"]), want_e, rtol=1e-8
-        )
-        np.testing.assert_allclose(
-            float(sol.penalty_terms["LocalStiffnessEstimate"]), want_s, rtol=1e-8
-        )
+        np.testing.assert_allclose(pen_e[i], want_e, rtol=1e-8)
+        np.testing.assert_allclose(pen_s[i], want_s, rtol=1e-8)
+
+
+def test_unbiased_local_is_one_step_from_the_interpolant():
+    """Sampled inside accepted step j, the extra step starts from the solve's interpolant at
+    t_s, has step j's size, and its value is the global per-step term of that one step."""
+    ts, _ = _accepted_times(linear_term(A), Y0)
+    t_s, h, pen_e, pen_s = _sampled("unbiased", jax.random.split(jax.random.key(1), 4))
+    dense = diffrax.diffeqsolve(
+        linear_term(A),
+        diffrax.Tsit5(),
+        0.0,
+        T1,
+        0.1,
+        Y0,
+        stepsize_controller=PID,
+        saveat=diffrax.SaveAt(dense=True),
+        max_steps=256,
+    )
+    for i in range(len(t_s)):
+        j = int(np.searchsorted(ts, t_s[i], side="right")) - 1
+        assert ts[j] <= t_s[i] < ts[j + 1]
+        np.testing.assert_allclose(h[i], min(ts[j + 1] - ts[j], T1 - t_s[i]), rtol=1e-12)
+        y_s = dense.evaluate(t_s[i])
+        t_b = t_s[i] + h[i]
+        want_e = _one_step_global(ndes.ErrorEstimate(1.0, rtol=RTOL, atol=ATOL), t_s[i], t_b, y_s)
+        want_s = _one_step_global(ndes.StiffnessEstimate(1.0, aggregate="sum"), t_s[i], t_b, y_s)
+        np.testing.assert_allclose(pen_e[i], want_e, rtol=1e-8)
+        np.testing.assert_allclose(pen_s[i], want_s, rtol=1e-8)
 
 
 def test_biased_sampling_returns_only_accepted_step_starts():
@@ -302,9 +341,8 @@ def test_local_error_on_adaptive_sde(sampling):
     # The extra step stays inside the Brownian path's interval.
     t_s, h = float(sol.stats["local_sample_time"]), float(sol.stats["local_step_size"])
     assert 0.0 <= t_s and t_s + h <= 1.0 + 1e-12
-    if sampling == "unbiased":  # a sample in the last step: the extra step is cut at t1
-        reg = force_sample_time(ndes.LocalErrorEstimate(1.0, key=key), 0.999)
-        sol = ndes.diffeqsolve(
+    if sampling == "unbiased":  # samples in the last step: the extra step is cut at t1
+        steps = diffrax.diffeqsolve(
             terms,
             diffrax.Heun(),
             0.0,
@@ -312,10 +350,30 @@ def test_local_error_on_adaptive_sde(sampling):
             0.05,
             jnp.ones(2),
             stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
-            regularizers=(reg,),
+            saveat=diffrax.SaveAt(steps=True),
         )
-        np.testing.assert_allclose(float(sol.stats["local_step_size"]), 0.001, rtol=1e-9)
-        assert np.isfinite(float(sol.penalty))
+        ends = np.asarray(steps.ts)
+        last_start = ends[np.isfinite(ends)][-2]
+
+        def sample(k):
+            s = ndes.diffeqsolve(
+                terms,
+                diffrax.Heun(),
+                0.0,
+                1.0,
+                0.05,
+                jnp.ones(2),
+                stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+                regularizers=(ndes.LocalErrorEstimate(1.0, key=k),),
+            )
+            return s.stats["local_sample_time"], s.stats["local_step_size"], s.penalty
+
+        keys = jax.random.split(jax.random.key(6), 128)
+        t_s, h, pen = (np.asarray(v) for v in jax.jit(jax.vmap(sample))(keys))
+        last = t_s >= last_start
+        assert last.any() and not last.all()
+        np.testing.assert_allclose(h[last], 1.0 - t_s[last], rtol=1e-9)
+        assert np.all(t_s + h <= 1.0 + 1e-12) and np.all(np.isfinite(pen))
 
 
 def test_errors():
@@ -325,6 +383,8 @@ def test_errors():
         ndes.LocalStiffnessEstimate(1.0, sampling="biased")
     with pytest.raises(ValueError, match="sampling='uniform'"):
         ndes.LocalErrorEstimate(1.0, sampling="uniform", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="sampling=0.5. must be 'unbiased'"):
+        ndes.LocalErrorEstimate(1.0, sampling=0.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="same sampling"):
         _solve(
             (

@@ -21,9 +21,6 @@ steps count) records it during the solve:
   choice among the accepted step start times (the end time is never a start). The extra step
   then repeats step $j$ exactly, so its value is step $j$'s term of the global estimate.
 
-- a number as `sampling` (diagnostics and tests only, via `force_sample_time`): that fixed
-  $t_s$, recorded as for `"unbiased"`.
-
 The step size is the solver's own accepted step there (the controller's choice at $t_s$), held
 constant in the gradient, as in the paper.
 
@@ -35,7 +32,6 @@ written once here for every estimate.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -60,12 +56,8 @@ __all__ = [
     "local_step_values",
 ]
 
-Sampling = Literal["unbiased", "biased"] | float
+Sampling = Literal["unbiased", "biased"]
 _SAMPLINGS = ("unbiased", "biased")
-
-
-def _is_fixed_time(sampling) -> bool:
-    return isinstance(sampling, float | int) and not isinstance(sampling, bool)
 
 
 class AbstractLocalRegularizer(AbstractRegularizer):
@@ -83,12 +75,12 @@ class AbstractLocalRegularizer(AbstractRegularizer):
     key: eqx.AbstractVar[PRNGKeyArray | None]
 
     def __check_init__(self):
-        if not (_is_fixed_time(self.sampling) or self.sampling in _SAMPLINGS):
+        if not (isinstance(self.sampling, str) and self.sampling in _SAMPLINGS):
             raise ValueError(
                 f"{self.name}(sampling={self.sampling!r}) must be 'unbiased' (t_s ~ U(t0, t1)) "
                 "or 'biased' (uniform over the solver's accepted step start times)."
             )
-        if self.key is None and not _is_fixed_time(self.sampling):
+        if self.key is None:
             raise ValueError(
                 f"{self.name}(sampling={self.sampling!r}) needs key= (a PRNG key to draw the "
                 f"sample time), e.g. {self.name}(weight, key=jax.random.key(step)); pass a "
@@ -226,12 +218,6 @@ class LocalStiffnessEstimate(AbstractLocalRegularizer):
         )
 
 
-def force_sample_time(reg: AbstractLocalRegularizer, t: float) -> AbstractLocalRegularizer:
-    """Testing/diagnostics: a copy of `reg` that takes its extra step from the fixed time `t`
-    (a number as `sampling`, undocumented) instead of sampling one."""
-    return dataclasses.replace(reg, sampling=float(t))
-
-
 # --- the sampler hook ----------------------------------------------------------------------
 
 
@@ -248,7 +234,7 @@ class LocalSample(eqx.Module):
 class _Sampler(AbstractStepHook):
     """Records `(t_s, t_s + h, y(t_s))` on the accepted steps of the solve (see module doc)."""
 
-    time: Array | None  # normalised t_s ("unbiased" or forced); None for "biased"
+    time: Array | None  # normalised t_s for "unbiased"; None for "biased"
     key: PRNGKeyArray | None
     t_final: Array  # normalised end of the solve: the extra step never goes beyond it
     time_dtype: Any = eqx.field(static=True)
@@ -293,20 +279,16 @@ class _Sampler(AbstractStepHook):
         return acc
 
 
-def shared_sampling(regs) -> tuple[str, Any, Any]:
-    """The `(sampling, key, forced_time)` shared by all local regularizers of one solve."""
+def shared_sampling(regs) -> tuple[str, Any]:
+    """The `(sampling, key)` shared by all local regularizers of one solve (the first key)."""
     samplings = {r.sampling for r in regs}
-    fixed = {s for s in samplings if _is_fixed_time(s)}
-    if fixed:  # a fixed time (diagnostics) overrides the sampling of the others
-        samplings = {"unbiased"} if len(fixed) == 1 else samplings
     if len(samplings) > 1:
         raise ValueError(
             "All local regularizers of one solve share one sampled time and one extra step, "
             f"so they must use the same sampling=...; got {sorted(map(repr, samplings))}."
         )
     key = next((r.key for r in regs if r.key is not None), None)
-    forced = next(iter(fixed)) if fixed else None
-    return samplings.pop(), key, forced
+    return samplings.pop(), key
 
 
 def _promote(x, time_dtype) -> Array:
@@ -320,14 +302,12 @@ def _promote(x, time_dtype) -> Array:
 def make_sampler(regs, t0, t1, y0) -> tuple[_Sampler, Array]:
     """The sampler hook for the local regularizers `regs` of a solve on `[t0, t1]`, and the
     time direction."""
-    sampling, key, forced = shared_sampling(regs)
+    sampling, key = shared_sampling(regs)
     time_dtype = jnp.result_type(t0, t1, float)
     t0 = jnp.asarray(t0, time_dtype)
     t1 = jnp.asarray(t1, time_dtype)
     direction = jnp.where(t0 < t1, 1, -1)
-    if forced is not None:
-        time = jnp.asarray(forced, time_dtype) * direction
-    elif sampling == "unbiased":
+    if sampling == "unbiased":
         u = jr.uniform(key, (), time_dtype)
         time = (t0 + u * (t1 - t0)) * direction
     else:
