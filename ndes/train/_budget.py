@@ -99,12 +99,12 @@ class BudgetWeight(eqx.Module):
     - `target`: the budget as a fraction of the unregularized NFE, in (0, 1] (e.g. 0.5).
       Give exactly one of `target` and `target_nfe`.
     - `target_nfe`: the budget as an absolute NFE per solve (> 0).
-    - `lr`: $\eta$, the raise per step at $e = 1$ (> 0; default 0.05: twice the budget
-      doubles the weight in 20 steps).
+    - `lr`: $\eta$, the raise per step at $e = 1$ (> 0; default 0.1: at twice the budget
+      the weight doubles in 10 steps).
     - `release`: $\eta_r$, the release per step at $e = -1$ (> 0; default 0.25: the guard
       halves the weight in 3 steps).
     - `average`, `loss_average`: the decays of the moving averages, in [0, 1) (defaults
-      0.9 and 0.95).
+      0.9 and 0.8).
     - `tolerance`: the quality guard's allowed rise of the task loss, relative (default
       0.1), or `None` to pursue the budget whatever the loss.
     - `floor`: the guard's floor as a fraction of the initial loss $|\mathcal L_0|$
