@@ -10,6 +10,7 @@ from ._checkpoint import list_checkpoints as list_checkpoints
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save_checkpoint as save_checkpoint
+from ._cnf_loss import cnf_nll_loss as cnf_nll_loss
 from ._fit import FitResult as FitResult
 from ._fit import fit as fit
 from ._losses import classification_loss as classification_loss
@@ -27,6 +28,7 @@ __all__ = [
     "BudgetState",
     "solution_aux",
     "classification_loss",
+    "cnf_nll_loss",
     "TrainState",
     "init_state",
     "save_checkpoint",
