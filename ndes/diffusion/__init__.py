@@ -2,11 +2,22 @@
 
 Forward SDEs (`VPSDE`, `VESDE`), the denoising score-matching loss (`DSMLoss`) and a default
 time-conditioned score network (`ScoreMLP`, bound to its SDE by `ScoreModel`), samplers that
-each return their exact number of score evaluations, and sample-quality metrics.
+each return their exact number of score evaluations (`reverse_sde_sample`, `pc_sample`,
+`probability_flow_sample`, `probability_flow_log_prob`, `dpm_solver_sample`), and
+sample-quality metrics.
 """
 
+from ._dpm_solver import dpm_solver_orders as dpm_solver_orders
+from ._dpm_solver import dpm_solver_sample as dpm_solver_sample
 from ._exact import GaussianMixtureScore as GaussianMixtureScore
 from ._loss import DSMLoss as DSMLoss
+from ._samplers import ProbabilityFlowField as ProbabilityFlowField
+from ._samplers import SamplerOutput as SamplerOutput
+from ._samplers import pc_sample as pc_sample
+from ._samplers import probability_flow_cnf as probability_flow_cnf
+from ._samplers import probability_flow_log_prob as probability_flow_log_prob
+from ._samplers import probability_flow_sample as probability_flow_sample
+from ._samplers import reverse_sde_sample as reverse_sde_sample
 from ._score import ScoreMLP as ScoreMLP
 from ._score import ScoreModel as ScoreModel
 from ._sde import VESDE as VESDE
@@ -21,4 +32,13 @@ __all__ = [
     "ScoreMLP",
     "DSMLoss",
     "GaussianMixtureScore",
+    "SamplerOutput",
+    "reverse_sde_sample",
+    "pc_sample",
+    "probability_flow_sample",
+    "probability_flow_log_prob",
+    "probability_flow_cnf",
+    "ProbabilityFlowField",
+    "dpm_solver_sample",
+    "dpm_solver_orders",
 ]
