@@ -16,67 +16,31 @@ wrong increment.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 from diffrax import BrownianIncrement, SpaceTimeLevyArea, SpaceTimeTimeLevyArea
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
+from ._brownian_draw import (
+    MSG_CELL,
+    MSG_POINT,
+    MSG_RANGE,
+    as_shape_tree,
+    check_given,
+    concrete,
+    draw_noise,
+)
+
 __all__ = ["GridBrownianPath"]
 
 _LEVY_TYPES = (BrownianIncrement, SpaceTimeLevyArea, SpaceTimeTimeLevyArea)
-
-_MSG_RANGE = (
-    "GridBrownianPath.evaluate: the query lies outside the path's interval [t0, t1]. "
-    "Build the path over the solve's interval: GridBrownianPath(t0, t1, ...) with the same "
-    "t0 and t1 as diffeqsolve."
-)
-_MSG_CELL = (
-    "GridBrownianPath.evaluate: the query is not exactly one cell of the path's grid "
-    "t0 + k*(t1 - t0)/num_steps. It only supports fixed-step solves on that grid: use "
-    "stepsize_controller=diffrax.ConstantStepSize() with dt0=(t1 - t0)/num_steps and the "
-    "path's t0 and t1 (no adaptive controller, no HalfSolver), or use "
-    "diffrax.VirtualBrownianTree for adaptive solves."
-)
-_MSG_POINT = (
-    "GridBrownianPath.evaluate(t): `t` is not a grid point t0 + k*(t1 - t0)/num_steps; W is "
-    "only known at grid points. Query a grid time, or use diffrax.VirtualBrownianTree."
-)
-
-
-def _concrete(x) -> float | None:
-    if isinstance(x, numbers.Real):
-        return float(x)
-    try:
-        arr = np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-    return float(arr) if arr.shape == () else None
-
-
-def _as_shape_tree(shape, dtype) -> PyTree[jax.ShapeDtypeStruct]:
-    if isinstance(shape, tuple) and all(isinstance(d, (int, np.integer)) for d in shape):
-        dt = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-        return jax.ShapeDtypeStruct(tuple(int(d) for d in shape), dt)
-    leaves = jtu.tree_leaves(shape, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
-    if not leaves or not all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves):
-        raise TypeError(
-            "GridBrownianPath(shape=...) must be a tuple of ints, e.g. (4,), or a PyTree of "
-            f"jax.ShapeDtypeStruct; got {shape!r}."
-        )
-    if dtype is not None:
-        shape = jtu.tree_map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, dtype),
-            shape,
-            is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
-        )
-    return shape
 
 
 class GridBrownianPath(diffrax.AbstractBrownianPath):
@@ -108,6 +72,11 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
     `[t0, t1]` -- raises an `EqxRuntimeError` naming the fix. `evaluate(t)` gives $W(t)$ at
     a grid point (the cumulative sum of the increments). Backward-in-time solves
     (`t1 < t0` in `diffeqsolve`) work: diffrax queries the path with ordered times.
+
+    **Checked once, not per step.** `path.for_solve(t0, t1, dt0, stepsize_controller,
+    solver)` checks statically, when a solve is built, what makes every query a grid
+    cell (raising the same messages), and returns a copy without the per-query check,
+    which then only indexes; `ndes`'s SDE models do this for every fixed-step solve.
 
     **Lévy area.** `levy_area=diffrax.SpaceTimeLevyArea` also draws the space-time Lévy
     area $H_k \sim \mathcal{N}(0, h/12)$ of every cell (independent of the increment), as
@@ -154,6 +123,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         static=True
     )
     tol: float = eqx.field(static=True)
+    check: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -181,7 +151,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
                 f"GridBrownianPath(tol={tol!r}) is a fraction of a cell and must lie in "
                 "(0, 0.5); the default 1e-3 suits any grid."
             )
-        a, b = _concrete(t0), _concrete(t1)
+        a, b = concrete(t0), concrete(t1)
         if (num_steps is None) == (dt is None):
             raise ValueError(
                 "GridBrownianPath: pass exactly one of num_steps=N (the number of grid cells) "
@@ -216,59 +186,21 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         self.num_steps = int(num_steps)
         self.levy_area = levy_area
         self.tol = float(tol)
+        self.check = True
         if increments is not None:
             if key is not None:
                 raise ValueError("GridBrownianPath: pass `key` or `increments`, not both.")
-            leaves, treedef = jtu.tree_flatten(increments)
-            for x in leaves:
-                if jnp.ndim(x) < 1 or jnp.shape(x)[0] != self.num_steps:
-                    raise ValueError(
-                        "GridBrownianPath(increments=...) leaves need a leading axis of length "
-                        f"num_steps={self.num_steps}; got shape {jnp.shape(x)}."
-                    )
-            increments = jtu.tree_map(jnp.asarray, increments)
-            self.shape = jtu.tree_map(
-                lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), increments
+            self.increments, self.levy, self.shape = check_given(
+                increments, levy, levy_area, self.num_steps
             )
-            need = {BrownianIncrement: 0, SpaceTimeLevyArea: 1, SpaceTimeTimeLevyArea: 2}
-            if need[levy_area] == 0:
-                if levy is not None:
-                    raise ValueError(
-                        "GridBrownianPath(levy=...) needs levy_area=diffrax.SpaceTimeLevyArea "
-                        "(H) or diffrax.SpaceTimeTimeLevyArea ((H, K))."
-                    )
-            elif levy is None:
-                raise ValueError(
-                    f"GridBrownianPath(levy_area={levy_area.__name__}) with `increments` also "
-                    "needs `levy`: H, or (H, K) for SpaceTimeTimeLevyArea."
-                )
-            else:
-                levy = jtu.tree_map(jnp.asarray, levy)
-                parts = (levy,) if need[levy_area] == 1 else tuple(levy)
-                for p in parts:
-                    if jtu.tree_structure(p) != treedef or any(
-                        jnp.shape(u) != jnp.shape(v)
-                        for u, v in zip(jtu.tree_leaves(p), leaves, strict=True)
-                    ):
-                        raise ValueError(
-                            "GridBrownianPath(levy=...) must be shaped like `increments`."
-                        )
-            self.increments = increments
-            self.levy = levy
         else:
             if key is None:
                 raise ValueError(
                     "GridBrownianPath needs `key` (e.g. jax.random.key(0)) or `increments`."
                 )
-            self.shape = _as_shape_tree(shape, dtype)
-            for s in jtu.tree_leaves(
-                self.shape, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-            ):
-                if not jnp.issubdtype(s.dtype, jnp.floating):
-                    raise ValueError(
-                        f"GridBrownianPath noise dtypes must be real floating point; got {s.dtype}."
-                    )
-            self.increments, self.levy = self._draw(t0, t1, key)
+            self.shape = as_shape_tree(shape, dtype)
+            h = (jnp.asarray(t1) - jnp.asarray(t0)) / self.num_steps
+            self.increments, self.levy = draw_noise(key, h, self.num_steps, self.shape, levy_area)
         tdtype = jnp.result_type(t0, t1)
         if not jnp.issubdtype(tdtype, jnp.floating):
             tdtype = jnp.zeros(()).dtype
@@ -283,10 +215,6 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
                     f"up to {max(abs(a), abs(b)):.3g} (rounding would misplace steps); use "
                     "fewer steps, shift t0 towards 0, or float64 times."
                 )
-
-    def _draw(self, t0, t1, key):
-        h = (jnp.asarray(t1) - jnp.asarray(t0)) / self.num_steps
-        return _draw_noise(key, h, self.num_steps, self.shape, self.levy_area)
 
     @property
     def dt(self) -> Array:
@@ -318,6 +246,72 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         # Exactly diffrax's ConstantStepSize formula: t0 + (t1 - t0) * (k / n).
         return t0 + span * (k / self.num_steps)
 
+    def _checked_index(self, s, e, qdtype, empty):
+        """The cell index of the query `[s, e]`, raising (traced) unless it is one grid
+        cell, or empty, inside `[t0, t1]`."""
+        k, g0, span, tol = self._locate(s, qdtype)
+        n = self.num_steps
+        out_of_range = (k < 0) | (k > n - 1)
+        kc = jnp.clip(k, 0, n - 1)
+        aligned = (jnp.abs(s - self._grid_time(kc, g0, span)) <= tol) & (
+            jnp.abs(e - self._grid_time(kc + 1, g0, span)) <= tol
+        )
+        range_bad = (s < g0 - tol) | (e > g0 + span + tol)
+        bad = ~empty & (range_bad | out_of_range | ~aligned)
+        index = jnp.where(range_bad | (out_of_range & ~empty), 0, 1)
+        ki = kc.astype(jnp.int32)
+        return eqx.branched_error_if(ki, bad, index, (MSG_RANGE, MSG_CELL))
+
+    def for_solve(
+        self,
+        t0: ArrayLike,
+        t1: ArrayLike,
+        dt0: ArrayLike | None,
+        stepsize_controller: diffrax.AbstractStepSizeController,
+        solver: diffrax.AbstractSolver,
+        *,
+        num_steps: int | None = None,
+    ) -> GridBrownianPath:
+        """Check once, when a solve is built, that every query it makes is a grid cell.
+
+        For `diffrax.diffeqsolve(terms, solver, t0, t1, dt0, ...,
+        stepsize_controller=stepsize_controller)` with this path in `terms`. Raises
+        `ValueError` (with the fix) for what is statically wrong: an adaptive controller,
+        a `HalfSolver`, concrete `t0`/`t1`/`dt0` off the grid. Returns a copy without the
+        per-query traced checks when everything is verified: the controller is exactly
+        `diffrax.ConstantStepSize`, `t0`/`t1` are the path's own (equal, or the very same
+        traced arrays), and `dt0` is `(t1 - t0)/num_steps` (equal when concrete; a traced
+        `dt0` is trusted when the caller passes `num_steps` equal to the path's, i.e.
+        vouches that `dt0 = (t1 - t0)/num_steps`). Otherwise returns the path unchanged
+        (checked per query). Solve with `max_steps=num_steps`, so that diffrax itself
+        raises if rounding ever made the controller take more steps than the grid has.
+        """
+        if isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController) or (
+            isinstance(solver, diffrax.HalfSolver)
+        ):
+            raise ValueError(MSG_CELL)
+        a, b, d = concrete(self.t0), concrete(self.t1), concrete(dt0)
+        tol = None if a is None or b is None else self.tol * (b - a) / self.num_steps
+        c0, c1 = concrete(t0), concrete(t1)
+        if None not in (c0, c1, tol):
+            lo, hi = min(c0, c1), max(c0, c1)  # a backward solve runs over the same grid
+            if abs(lo - a) > tol or abs(hi - b) > tol:
+                raise ValueError(MSG_RANGE)
+            same = True
+        else:
+            same = {id(t0), id(t1)} == {id(self.t0), id(self.t1)}
+        if d is not None and tol is not None:
+            if abs(abs(d) - (b - a) / self.num_steps) > tol:
+                raise ValueError(MSG_CELL)
+            dt_ok = True
+        else:
+            dt_ok = dt0 is not None and num_steps == self.num_steps
+        if type(stepsize_controller) is not diffrax.ConstantStepSize or not (same and dt_ok):
+            return self
+        out = copy.copy(self)
+        object.__setattr__(out, "check", False)
+        return out
+
     def evaluate(
         self,
         t0: ArrayLike,
@@ -343,19 +337,15 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         if not jnp.issubdtype(qdtype, jnp.floating):
             qdtype = dtype
         s, e = s.astype(dtype), e.astype(dtype)
-        k, g0, span, tol = self._locate(s, qdtype)
         n = self.num_steps
         empty = e == s
-        out_of_range = (k < 0) | (k > n - 1)
-        kc = jnp.clip(k, 0, n - 1)
-        aligned = (jnp.abs(s - self._grid_time(kc, g0, span)) <= tol) & (
-            jnp.abs(e - self._grid_time(kc + 1, g0, span)) <= tol
-        )
-        range_bad = (s < g0 - tol) | (e > g0 + span + tol)
-        bad = ~empty & (range_bad | out_of_range | ~aligned)
-        index = jnp.where(range_bad | (out_of_range & ~empty), 0, 1)
-        ki = kc.astype(jnp.int32)
-        ki = eqx.branched_error_if(ki, bad, index, (_MSG_RANGE, _MSG_CELL))
+        if self.check:
+            ki = self._checked_index(s, e, qdtype, empty)
+        else:
+            # A solve verified by `for_solve`: every query is a grid cell by construction.
+            g0 = self.t0.astype(dtype)
+            k = jnp.round((s - g0) * (n / (self.t1.astype(dtype) - g0)))
+            ki = jnp.clip(k, 0, n - 1).astype(jnp.int32)
 
         def take(x):
             x = jax.lax.stop_gradient(x)
@@ -384,7 +374,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         n = self.num_steps
         kc = jnp.clip(k, 0, n)
         bad = (k < 0) | (k > n) | (jnp.abs(t - self._grid_time(kc, g0, span)) > tol)
-        kc = eqx.error_if(kc, bad, _MSG_POINT)
+        kc = eqx.error_if(kc, bad, MSG_POINT)
         mask_len = kc.astype(jnp.int32)
 
         def cum(x):
@@ -393,36 +383,3 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
             return jnp.sum(jnp.where(m, x, 0), axis=0)
 
         return jtu.tree_map(cum, self.increments)
-
-
-def _is_sds(x) -> bool:
-    return isinstance(x, jax.ShapeDtypeStruct)
-
-
-@eqx.filter_jit
-def _draw_noise(key, h, num_steps, shape, levy_area):
-    """All `num_steps` increments (and Lévy areas) of cells of size `h`, one jitted call.
-
-    Jitted because the many small random ops would otherwise each compile on first use
-    (about a second when building a path eagerly, more under `jax.vmap`). `W`, `H` and
-    `K` use the sub-keys `fold_in(key, 0/1/2)`, so `W` does not depend on `levy_area`.
-    Returns `(W, None)`, `(W, H)` or `(W, (H, K))`, leaves shaped `(num_steps, *leaf)`.
-    """
-    kw, kh, kk = jr.fold_in(key, 0), jr.fold_in(key, 1), jr.fold_in(key, 2)
-    treedef = jtu.tree_structure(shape, is_leaf=_is_sds)
-    leaves = jtu.tree_leaves(shape, is_leaf=_is_sds)
-
-    def tree_normal(k, scale):
-        keys = jr.split(k, len(leaves))
-        out = [
-            jr.normal(kl, (num_steps, *s.shape), s.dtype) * jnp.sqrt(h * scale).astype(s.dtype)
-            for kl, s in zip(keys, leaves, strict=True)
-        ]
-        return jtu.tree_unflatten(treedef, out)
-
-    w = tree_normal(kw, 1.0)
-    if levy_area is SpaceTimeLevyArea:
-        return w, tree_normal(kh, 1.0 / 12)
-    if levy_area is SpaceTimeTimeLevyArea:
-        return w, (tree_normal(kh, 1.0 / 12), tree_normal(kk, 1.0 / 720))
-    return w, None

@@ -38,6 +38,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._solve import diffeqsolve
 from ..regularizers import AbstractEndTime, AbstractRegularizer
+from ._fixed_steps import fixed_step_count
 from ._mlp import MLPVectorField
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "per_trajectory_regularizers",
     "as_regularizers",
     "stats_of",
+    "fixed_step_count",
 ]
 
 BatchMode = Literal["joint", "vmap"]
@@ -147,21 +149,43 @@ class SolverSettings(eqx.Module):
         train_step: ArrayLike | None = None,
         dt0: Any = dataclasses.MISSING,
         adjoint: Any = dataclasses.MISSING,
+        num_steps: int | None = None,
     ):
         """`ndes.diffeqsolve` with these settings; `dt0`/`adjoint` override the stored ones
-        (the SDEs pass a step derived from `num_steps` and their adjoint default)."""
+        (the SDEs pass a step derived from `num_steps` and their adjoint default).
+
+        A solve whose step count is known when it is built -- `num_steps` given (a
+        constant step `(t1 - t0)/num_steps`, traced times), or `fixed_step_count` finds it
+        (`ConstantStepSize` with concrete `t0`, `t1`, `dt0`; `StepTo`) -- runs with
+        `max_steps` equal to that count and, for `RecursiveCheckpointAdjoint()` without
+        `checkpoints`, one checkpoint per step: diffrax's loop then stores each step's state
+        as a `lax.scan` does and takes its no-recomputation path (`checkpoints ==
+        max_steps`). A smaller stored `max_steps` is kept; `RandomEndTime` (whose end time
+        moves) keeps the stored settings.
+        """
+        dt0 = self.dt0 if dt0 is dataclasses.MISSING else dt0
+        adjoint = self.adjoint if adjoint is dataclasses.MISSING else adjoint
+        max_steps = self.max_steps
+        moves_end = any(isinstance(r, AbstractEndTime) for r in as_regularizers(regularizers))
+        if num_steps is None:
+            num_steps = fixed_step_count(self.stepsize_controller, t0, t1, dt0)
+        if num_steps is not None and not moves_end:
+            if max_steps is None or max_steps >= num_steps:
+                max_steps = num_steps
+            if type(adjoint) is diffrax.RecursiveCheckpointAdjoint and adjoint.checkpoints is None:
+                adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)
         return diffeqsolve(
             terms,
             self.solver,
             t0,
             t1,
-            self.dt0 if dt0 is dataclasses.MISSING else dt0,
+            dt0,
             y0,
             args,
             saveat=saveat,
             stepsize_controller=self.stepsize_controller,
-            adjoint=self.adjoint if adjoint is dataclasses.MISSING else adjoint,
-            max_steps=self.max_steps,
+            adjoint=adjoint,
+            max_steps=max_steps,
             regularizers=regularizers,
             train_step=train_step,
         )

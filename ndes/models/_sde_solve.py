@@ -292,14 +292,31 @@ def solve_sde(
 
     noise_shape = (noise_size,) if batch is None else (batch, noise_size)
     grid = None
+    # Checked once here, not on every query: the solve below steps through exactly the
+    # path's grid (constant steps (t1 - t0)/n from the path's own t0, t1; max_steps=n makes
+    # diffrax raise should rounding ever ask for a step more). Local regularizers take an
+    # extra step outside the loop: their queries keep the traced check.
+    trust = kind == "grid" and not any(
+        isinstance(r, AbstractLocalRegularizer) for r in as_regularizers(regularizers)
+    )
+
+    def checked(path):
+        if not trust:
+            return path
+        return path.for_solve(
+            path.t0, path.t1, step, settings.stepsize_controller, settings.solver, num_steps=n
+        )
+
     if kind == "grid":
         grid = GridBrownianPath(
             t0, t1, noise_shape, key, num_steps=n, dtype=dtype, levy_area=levy_area
         )
+        t0, t1 = grid.t0, grid.t1
+        step = (t1 - t0) / n
 
     def solve(y, regs, joint, data):
         if batch is None or joint:
-            bm = grid if grid is not None else tree(key, noise_shape)
+            bm = checked(grid) if grid is not None else tree(key, noise_shape)
             f = drift
             if joint:
                 f = JointField(drift) if joint_drift is None else joint_drift
@@ -307,8 +324,10 @@ def solve_sde(
             nb, d = data
             if grid is not None:
                 incs, levy = nb
-                bm = GridBrownianPath(
-                    t0, t1, None, num_steps=n, levy_area=levy_area, increments=incs, levy=levy
+                bm = checked(
+                    GridBrownianPath(
+                        t0, t1, None, num_steps=n, levy_area=levy_area, increments=incs, levy=levy
+                    )
                 )
             else:
                 bm = tree(nb, (noise_size,))
@@ -326,6 +345,7 @@ def solve_sde(
             train_step=train_step,
             dt0=step,
             adjoint=adjoint,
+            num_steps=n,
         )
 
     data = None
