@@ -11,6 +11,8 @@ from ._dpm_solver import dpm_solver_orders as dpm_solver_orders
 from ._dpm_solver import dpm_solver_sample as dpm_solver_sample
 from ._exact import GaussianMixtureScore as GaussianMixtureScore
 from ._loss import DSMLoss as DSMLoss
+from ._metrics import mmd as mmd
+from ._metrics import sliced_wasserstein as sliced_wasserstein
 from ._samplers import ProbabilityFlowField as ProbabilityFlowField
 from ._samplers import SamplerOutput as SamplerOutput
 from ._samplers import pc_sample as pc_sample
@@ -41,4 +43,6 @@ __all__ = [
     "ProbabilityFlowField",
     "dpm_solver_sample",
     "dpm_solver_orders",
+    "mmd",
+    "sliced_wasserstein",
 ]
