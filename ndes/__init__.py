@@ -20,6 +20,7 @@ The public API is small and re-exported here:
 """
 
 from . import data as data
+from . import diffusion as diffusion
 from . import plot as plot
 from . import train as train
 from ._brownian import GridBrownianPath as GridBrownianPath

@@ -22,7 +22,7 @@ import ndes
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
-PUBLIC_MODULES = (ndes, ndes.data, ndes.train, ndes.plot)
+PUBLIC_MODULES = (ndes, ndes.data, ndes.train, ndes.plot, ndes.diffusion)
 
 # Files whose docstrings the docs task may edit: the argument check is enforced on them.
 # The other files' gaps are listed by `undocumented_arguments()` (see the docs issue).
