@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._plot_cnf import plot_density_2d as plot_density_2d
+from ._plot_cnf import plot_digit_samples as plot_digit_samples
 from .models._latent_sde_plot import plot_posterior_and_forecast as plot_posterior_and_forecast
 from .models._latent_sde_plot import plot_training as plot_training
 
@@ -17,6 +19,8 @@ __all__ = [
     "plot_tradeoff",
     "plot_posterior_and_forecast",
     "plot_training",
+    "plot_density_2d",
+    "plot_digit_samples",
 ]
 
 _LABELS = {

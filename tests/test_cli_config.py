@@ -88,6 +88,32 @@ def _with(**changes):
             _with(data={"name": "uea"}, model={"type": "stable_sde", "activation": "tanh"}),
             r"config key 'model.activation' is unknown",
         ),
+        (
+            _with(regularizers=[{"type": "CNFKineticEnergy", "weight": 0.1}]),
+            r"'regularizers\[0\].type' = 'CNFKineticEnergy' reads a CNF's divergence "
+            r"computation and needs model.type = 'cnf'; .* use 'KineticEnergy'",
+        ),
+        (
+            _with(data={"name": "toy_2d"}),
+            r"'data.name' = 'toy_2d' is not supported with model.type = 'neural_ode'",
+        ),
+        (
+            _with(data={"name": "digits"}, model={"type": "cnf"}),
+            r"'data.name' = 'digits' is not supported with model.type = 'cnf'; use one of: "
+            r"toy_2d, digits_density",
+        ),
+        (
+            _with(data={"name": "toy_2d", "shape": "circles"}, model={"type": "cnf"}),
+            r"config key 'data.shape' must be one of",
+        ),
+        (
+            _with(data={"name": "digits_density", "alpha": 0.5}, model={"type": "cnf"}),
+            r"config key 'data.alpha' must be a positive number below 0.5",
+        ),
+        (
+            _with(model={"type": "cnf", "divergence": "trace"}),
+            r"config key 'model.divergence' must be one of",
+        ),
     ],
 )
 def test_config_validation_names_the_key(raw, match):
@@ -309,3 +335,59 @@ def test_sampling_regularizers_get_a_key_and_the_class_defaults():
     )
     assert jac.probe == "rademacher" and jac.key is not None
     assert stiff.aggregate == ndes.StiffnessEstimate().aggregate  # left out: the class's own
+
+
+def _tiny_cnf_run(tmp_path, name, overrides, model_overrides):
+    import tomllib
+
+    from ndes.cli import main
+
+    raw = tomllib.loads((ROOT / "examples" / "configs" / name).read_text())
+    assert load_config(ROOT / "examples" / "configs" / name).model.type == "cnf"
+    raw.update(steps=2, log_every=1, **overrides)
+    raw.pop("eval_every", None)  # evaluated once, at the end
+    raw.pop("checkpoint_every", None)
+    raw["model"].update(model_overrides)
+    lines = []
+    for k, v in raw.items():
+        if not isinstance(v, dict | list):
+            lines.append(f"{k} = {json.dumps(v)}")
+    for table in ("data", "model", "optimizer"):
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in raw[table].items()]
+    for r in raw.get("regularizers", []):
+        lines.append("[[regularizers]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in r.items()]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return run, recs
+
+
+@pytest.mark.slow  # compile + 2 steps + the density grid: ~40 s on the shared 2-core CPU
+def test_cnf_8gaussians_config_trains_and_plots(tmp_path):
+    import numpy as np
+
+    run, recs = _tiny_cnf_run(
+        tmp_path, "cnf_8gaussians.toml", {"batch_size": 64, "eval_batch_size": 64}, {"width": 8}
+    )
+    assert [r["step"] for r in recs if "loss" in r][:2] == [1, 2]
+    assert np.isfinite(recs[-1]["loss"]) and recs[-1]["num_fevals"] > 0
+    assert set(recs[0]["penalty_terms"]) == {"CNFKineticEnergy", "CNFJacobianFrobenius"}
+    assert (run / "density.png").stat().st_size > 0 and (run / "history.png").is_file()
+
+
+@pytest.mark.slow  # 64-d: compile + 2 steps + evaluation + 64 samples: ~60 s
+def test_cnf_digits_config_trains_and_plots(tmp_path):
+    import math
+
+    import numpy as np
+
+    run, recs = _tiny_cnf_run(tmp_path, "cnf_digits.toml", {"batch_size": 32}, {"width": 8})
+    last = recs[-1]
+    assert np.isfinite(last["loss"]) and 0 < last["bits_per_dim"] < 20
+    np.testing.assert_allclose(last["loss"], last["nll"] / (64 * math.log(2)), rtol=1e-5)
+    assert "eval_bits_per_dim" in last
+    assert (run / "samples.png").stat().st_size > 0

@@ -18,6 +18,7 @@ from ._schema import (
     DATA_SPECS,
     MODEL_SPECS,
     MODEL_TYPES,
+    NEEDS_CNF,
     NEEDS_ERROR_ESTIMATE,
     REGULARIZER_SPECS,
     REGULARIZER_TYPES,
@@ -94,6 +95,13 @@ class TrainConfig(Table):
                     f"config key '{at}.weight' or '{at}.target_nfe' is needed: a fixed weight, "
                     f"or a cost budget that adapts the weight ('{at}.target' = 0.5: half the "
                     "unregularized NFE; or an absolute target_nfe)."
+                )
+        for i, r in enumerate(self.regularizers):
+            if r.type in NEEDS_CNF and m.type != "cnf":
+                raise ConfigError(
+                    f"config key 'regularizers[{i}].type' = {r.type!r} reads a CNF's divergence "
+                    f"computation and needs model.type = 'cnf'; for model.type = {m.type!r} use "
+                    f"{r.type.removeprefix('CNF')!r}."
                 )
         if m.solver == "Euler":
             for i, r in enumerate(self.regularizers):

@@ -13,6 +13,7 @@ Adding a data set or a model is one schema class (`_schema.py`) and one builder 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ import optax
 import ndes
 from ndes import data as nd
 from ndes.models import (
+    CNF,
     CDEClassifier,
     NeuralCDE,
     NeuralGSDE,
@@ -34,7 +36,7 @@ from ndes.models import (
     ODEClassifier,
     StableSDEClassifier,
 )
-from ndes.train import BudgetWeight, classification_loss, solution_aux
+from ndes.train import BudgetWeight, classification_loss, cnf_nll_loss, solution_aux
 
 from ._config import ConfigError, TrainConfig
 from ._schema import OptimizerSpec
@@ -45,8 +47,9 @@ __all__ = ["Job", "Task", "build_job", "build_regularizer", "DATA_BUILDERS", "MO
 @dataclasses.dataclass(frozen=True)
 class Task:
     """The data of a job. `size`: the input size (`vectors`), the state size
-    (`trajectories`) or the path channels (`series`); `ts`: the time grid of
-    `trajectories`."""
+    (`trajectories`), the path channels (`series`) or the data dimension (`density`); `ts`:
+    the time grid of `trajectories`; `units`: the NLL's units of `density` ("nats" or
+    "bits/dim"); `extra`: what plots need (e.g. the digits' pixel map)."""
 
     kind: str
     train: Any
@@ -55,6 +58,8 @@ class Task:
     description: str
     num_classes: int | None = None
     ts: Any = None
+    units: str | None = None
+    extra: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Job:
     optimizer: optax.GradientTransformation
     regularizers: tuple
     description: str
+    figures: Callable | None = None  # (trained model, run_dir) -> [paths]: the job's own plots
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,11 +148,41 @@ def _uea(d, seed: int, key) -> Task:
     )
 
 
+def _toy_2d(d, seed: int, key) -> Task:
+    del seed
+    k_tr, k_te = jax.random.split(key)
+    xtr = np.asarray(nd.toy_2d(d.shape, d.num_train, key=k_tr))
+    xte = np.asarray(nd.toy_2d(d.shape, d.num_test, key=k_te))
+    return Task(
+        "density", xtr, xte, size=2, units="nats",
+        description=f"2-D toy {d.shape} density ({d.num_train} train / {d.num_test} test)",
+    )  # fmt: skip
+
+
+def _digits_density(d, seed: int, key) -> Task:
+    del key
+    dd = nd.load_digits_density(test_fraction=d.test_fraction, seed=seed, alpha=d.alpha)
+    return Task(
+        "density",
+        (dd.x_train, dd.logdet_train.astype(dd.x_train.dtype)),
+        (dd.x_test, dd.logdet_test.astype(dd.x_test.dtype)),
+        size=dd.x_train.shape[1],
+        units="bits/dim",
+        extra=dd,
+        description=(
+            f"digits density, 64-d, bits/dim ({len(dd.x_train)} train / {len(dd.x_test)} "
+            "test; dequantized, logit, train-standardised)"
+        ),
+    )
+
+
 DATA_BUILDERS: dict[str, Callable[..., Task]] = {
     "digits": _digits,
     "spirals": _trajectories,
     "ornstein_uhlenbeck": _trajectories,
     "uea": _uea,
+    "toy_2d": _toy_2d,
+    "digits_density": _digits_density,
 }
 
 # ---- models -----------------------------------------------------------------------------------
@@ -239,10 +275,24 @@ def _stable_sde(m, task: Task, key):
     return StableSDEClassifier(sde), classification_loss, desc
 
 
+def _cnf(m, task: Task, key):
+    model = CNF.mlp(
+        task.size, m.width, m.depth, key=key, activation=_ACTIVATIONS[m.activation],
+        t1=m.t1, divergence=m.divergence, probe=m.probe, **_solver_options(m),
+    )  # fmt: skip
+    loss = functools.partial(cnf_nll_loss, units=task.units or "nats")
+    desc = (
+        f"CNF (FFJORD) {task.size}-{m.width}x{m.depth}-{task.size} {m.activation}, "
+        f"{m.divergence} divergence, NLL in {task.units}"
+    )
+    return model, loss, desc
+
+
 MODEL_BUILDERS: dict[str, Callable[..., tuple[Any, Callable, str]]] = {
     "neural_ode": _neural_ode,
     "neural_cde": _neural_cde,
     "stable_sde": _stable_sde,
+    "cnf": _cnf,
 }
 
 # ---- regularizers, optimiser, the job ----------------------------------------------------------
@@ -294,7 +344,27 @@ def build_job(cfg: TrainConfig) -> Job:
     model, loss, desc = MODEL_BUILDERS[cfg.model.type](cfg.model, task, k_model)
     _check_batch_size(cfg, task.train)
     opt = _optimizer(cfg.optimizer, cfg.steps)
-    return Job(model, task.train, task.test, loss, opt, regs, f"{task.description}, {desc}")
+    density = task.kind == "density"
+    figures = functools.partial(_density_figures, task, cfg.seed) if density else None
+    return Job(
+        model, task.train, task.test, loss, opt, regs, f"{task.description}, {desc}", figures
+    )
+
+
+def _density_figures(task: Task, seed: int, model, run_dir) -> list:
+    """A CNF job's plots: density heat map beside data and samples (2-D), or a grid of
+    sampled digits (`ndes.plot`)."""
+    from pathlib import Path
+
+    from ndes.plot import plot_density_2d, plot_digit_samples
+
+    key = jax.random.key(seed + 1)
+    if task.size == 2:
+        out = plot_density_2d(model, task.test, Path(run_dir) / "density.png", key=key)
+    else:
+        to_pixels = task.extra.to_pixels
+        out = plot_digit_samples(model, Path(run_dir) / "samples.png", key=key, to_pixels=to_pixels)
+    return [out]
 
 
 def _check_batch_size(cfg: TrainConfig, data) -> None:

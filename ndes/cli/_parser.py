@@ -173,6 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.no_plot and result.history:
         png = ndes.plot.plot_run(run_dir)
         print(f"  figure {png}")
+        for png in job.figures(result.model, run_dir) if job.figures else ():
+            print(f"  figure {png}")
     return 0
 
 

@@ -150,7 +150,38 @@ class UEAData(Table):
         return v
 
 
-DATA_SPECS = (DigitsData, SpiralsData, OrnsteinUhlenbeckData, UEAData)
+TOY_SHAPES = ("8gaussians", "pinwheel", "moons", "2spirals")  # ndes.data.TOY_2D_NAMES
+
+
+class Toy2DData(Table):
+    """A 2-D toy density (`ndes.data.toy_2d`, FFJORD's shapes) for a CNF; NLL in nats."""
+
+    task: ClassVar[str] = "density"
+    name: Literal["toy_2d"]
+    shape: Literal[TOY_SHAPES] = "8gaussians"
+    num_train: PositiveInt = 8192
+    num_test: PositiveInt = 2048
+
+
+class DigitsDensityData(Table):
+    """The 8x8 digits as a 64-d density (`ndes.data.load_digits_density`: dequantized, logit,
+    train-standardised) for a CNF; NLL in bits/dim of pixel space."""
+
+    task: ClassVar[str] = "density"
+    name: Literal["digits_density"]
+    test_fraction: PositiveBelowOne = 0.2
+    alpha: PositiveBelowOne = 0.05
+
+    @field_validator("alpha")
+    @classmethod
+    def _below_half(cls, v: float) -> float:
+        if v >= 0.5:
+            what = "a positive number below 0.5 (the logit margin, e.g. 0.05)"
+            raise PydanticCustomError("ndes_value", "must be {what}", {"what": what})
+        return v
+
+
+DATA_SPECS = (DigitsData, SpiralsData, OrnsteinUhlenbeckData, UEAData, Toy2DData, DigitsDensityData)
 DATA_NAMES = _tags(DATA_SPECS, "name")
 
 # ---- [model]: `accepts` lists the data tasks it can be built for -----------------------------
@@ -235,7 +266,22 @@ class StableSDEModel(Table):
         return self
 
 
-MODEL_SPECS = (NeuralODEModel, NeuralCDEModel, StableSDEModel)
+class CNFModel(_ODESolved):
+    """`ndes.CNF` (FFJORD) with a time-conditioned MLP field, trained on the NLL
+    (`ndes.train.cnf_nll_loss`)."""
+
+    accepts: ClassVar[tuple[str, ...]] = ("density",)
+    type: Literal["cnf"]
+    width: PositiveInt = 64
+    depth: NonNegativeInt = 2
+    activation: Literal[ACTIVATIONS] = "tanh"
+    atol: PositiveNumber = 1e-5
+    t1: PositiveNumber = 1.0
+    divergence: Literal["hutchinson", "exact"] = "hutchinson"
+    probe: Literal["gaussian", "rademacher"] = "gaussian"
+
+
+MODEL_SPECS = (NeuralODEModel, NeuralCDEModel, StableSDEModel, CNFModel)
 MODEL_TYPES = _tags(MODEL_SPECS, "type")
 
 # ---- [optimizer], [[regularizers]] ------------------------------------------------------------
@@ -310,6 +356,14 @@ class TaylorDerivativeSpec(_RegularizerSpec):
     order: IntAtLeast2 | None = None
 
 
+class CNFKineticEnergySpec(_RegularizerSpec):
+    type: Literal["CNFKineticEnergy"]
+
+
+class CNFJacobianFrobeniusSpec(_RegularizerSpec):
+    type: Literal["CNFJacobianFrobenius"]
+
+
 REGULARIZER_SPECS = (
     ErrorEstimateSpec,
     StiffnessEstimateSpec,
@@ -318,6 +372,9 @@ REGULARIZER_SPECS = (
     KineticEnergySpec,
     JacobianFrobeniusSpec,
     TaylorDerivativeSpec,
+    CNFKineticEnergySpec,
+    CNFJacobianFrobeniusSpec,
 )
 REGULARIZER_TYPES = _tags(REGULARIZER_SPECS, "type")
 NEEDS_ERROR_ESTIMATE = ("ErrorEstimate", "LocalErrorEstimate")
+NEEDS_CNF = ("CNFKineticEnergy", "CNFJacobianFrobenius")
