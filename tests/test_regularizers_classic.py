@@ -90,6 +90,67 @@ def test_time_derivatives_include_explicit_time_dependence():
     np.testing.assert_allclose(d3, (3 * t + t**3) * y, rtol=1e-12)
 
 
+def test_time_derivatives_of_a_nonlinear_ode():
+    # y' = y^2: y'' = 2 y^3, y''' = 6 y^4 (each y^(k) = k! y^(k+1)).
+    def field(t, y, args):
+        return y**2
+
+    y = jnp.array([0.5, -1.3, 2.0])
+    d2, d3 = time_derivatives(field, 0.0, y, None, field(0.0, y, None), 3)
+    np.testing.assert_allclose(d2, 2 * y**3, rtol=1e-14)
+    np.testing.assert_allclose(d3, 6 * y**4, rtol=1e-14)
+    (only2,) = time_derivatives(field, 0.0, y, None, field(0.0, y, None), 2)
+    np.testing.assert_allclose(only2, 2 * y**3, rtol=1e-14)
+    with pytest.raises(ValueError, match="order=4"):
+        time_derivatives(field, 0.0, y, None, field(0.0, y, None), 4)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_taylor_derivative_closed_form_nonlinear(order):
+    """y' = y^2 from y0 = 1/2 on [0, 1] (y = y0 / (1 - y0 t) reaches 1): with dt = dy / y^2,
+    int (2 y^3)^2 dt = 4/5 (y1^5 - y0^5) and int (6 y^4)^2 dt = 36/7 (y1^7 - y0^7)."""
+    sol = _solve(
+        (ndes.TaylorDerivative(1.0, order=order),),
+        term=diffrax.ODETerm(lambda t, y, args: y**2),
+        y0=jnp.array(0.5),
+        t1=1.0,
+    )
+    np.testing.assert_allclose(float(sol.ys[-1]), 1.0, rtol=1e-7)
+    want = 4 / 5 * (1 - 0.5**5) if order == 2 else 36 / 7 * (1 - 0.5**7)
+    # The penalty state is outside step-size control: its quadrature error (~2e-7 here) is
+    # not held to rtol.
+    np.testing.assert_allclose(float(sol.penalty_terms["TaylorDerivative"]), want, rtol=1e-6)
+
+
+def _jet_time_derivatives(field, t, y, fy, order):
+    """Reference: one `jax.experimental.jet` per order (the former implementation)."""
+    from jax.experimental import jet
+
+    derivs = [fy]
+    for k in range(1, order):
+        t_series = [jnp.ones(())] + [jnp.zeros(())] * (k - 1)
+        _, out = jet.jet(lambda tt, yy: field(tt, yy, None), (t, y), (t_series, derivs[:k]))
+        derivs.append(out[-1])
+    return derivs[1:]
+
+
+def test_time_derivatives_equal_jet_on_a_time_dependent_mlp(getkey):
+    k1, k2, k3 = jax.random.split(getkey(), 3)
+    w1 = jax.random.normal(k1, (8, 3))
+    b1 = jax.random.normal(k2, (8,))
+    w2 = jax.random.normal(k3, (3, 8))
+
+    def field(t, y, args):
+        return w2 @ jnp.tanh(w1 @ y + jnp.sin(t) * b1)
+
+    t, y = jnp.asarray(0.3), jnp.array([0.2, -0.5, 0.9])
+    fy = field(t, y, None)
+    ours = time_derivatives(field, t, y, None, fy, 3)
+    ref = _jet_time_derivatives(field, t, y, fy, 3)
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "reg",
     [

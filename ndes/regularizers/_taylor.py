@@ -1,12 +1,12 @@
-"""TaylorDerivative (Kelly et al. 2020, "TayNODE"), via `jax.experimental.jet`."""
+"""TaylorDerivative (Kelly et al. 2020, "TayNODE"): Taylor-mode derivatives by nested `jax.jvp`."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-from jax.experimental import jet
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
@@ -19,26 +19,39 @@ _ORDERS = (2, 3)
 
 
 def time_derivatives(field, t, y: PyTree[Array], args, fy: PyTree[Array], order: int):
-    """`[y'', ..., y^(order)]` of the solution through `(t, y)` of `dy/dt = field(t, y, args)`,
-    given `fy = field(t, y, args)` (= y'), by Taylor-mode automatic differentiation.
+    r"""`[y'', ..., y^(order)]` of the solution through `(t, y)` of `dy/dt = field(t, y, args)`,
+    given `fy = field(t, y, args)` (= y'); `order` is 2 or 3. Each has the structure of `y`.
 
-    Each order is one `jet` of the vector field along the path `(t + s, y(t + s))`: if the
-    input path has derivatives `(1, 0, ...)` in time and `(y', ..., y^(k))` in state, the
-    output `field(t(s), y(s))` has derivatives `(y'', ..., y^(k+1))`.
+    Taylor-mode forward differentiation along the flow: the recursion of Kelly et al.'s
+    reference code (easy-neural-ode, `sol_recursive`: $y^{(k+1)} = \frac{d}{ds}
+    y^{(k)}(t + s, y(t + s))$ on the state $x = (t, y)$ with $\dot t = 1$), written with
+    `jax.jvp` instead of `jax.experimental.jet`. With $v = (1, y')$: $y'' = Df(x)\,v$ (one
+    JVP) and $y''' = D[y''](x)\,v$ (a JVP of that JVP, whose primal output is $y''$). The
+    explicit time dependence is included. `jet` computes the same coefficients, but on a tanh
+    MLP its first-order coefficient cost 2.4x the JVP's in a train step (it instantiates zero
+    series for the field's constant parameters and builds `tanh` from `exp` and a division;
+    measured 2026-12-02, docs/benchmarks.md). The primal evaluations inside the JVPs repeat
+    `fy`'s; XLA merges identical computations in the compiled step.
     """
+    if order not in _ORDERS:
+        raise ValueError(f"time_derivatives(order={order!r}) must be 2 or 3.")
     y_flat, unravel = ravel_pytree(y)
     dtype = y_flat.dtype
     t = jnp.asarray(t, dtype)
+    one = jnp.ones((), dtype)
 
     def g(tt, yy):
         return ravel_pytree(field(tt, unravel(yy), args))[0].astype(dtype)
 
-    derivs = [ravel_pytree(fy)[0].astype(dtype)]
-    for k in range(1, order):
-        t_series = [jnp.ones((), dtype)] + [jnp.zeros((), dtype)] * (k - 1)
-        _, out = jet.jet(g, (t, y_flat), (t_series, derivs[:k]))
-        derivs.append(out[-1])
-    return [unravel(d) for d in derivs[1:]]
+    v = (one, ravel_pytree(fy)[0].astype(dtype))
+    if order == 2:
+        return [unravel(jax.jvp(g, (t, y_flat), v)[1])]
+
+    def second(tt, yy):  # y'' as a function of the state: Df(x) (1, f(x))
+        return jax.jvp(g, (tt, yy), (one, g(tt, yy)))[1]
+
+    d2, d3 = jax.jvp(second, (t, y_flat), v)
+    return [unravel(d2), unravel(d3)]
 
 
 class TaylorDerivative(AbstractIntegralRegularizer):
@@ -47,17 +60,18 @@ class TaylorDerivative(AbstractIntegralRegularizer):
     An adaptive solver of order $p$ takes large steps where the high time-derivatives of
     the solution are small; penalising the $K$-th derivative directly (Kelly et al.'s
     TayNODE) makes the learned dynamics easy to solve. The derivative along the solution is
-    computed exactly by Taylor-mode autodiff (`jax.experimental.jet`) of the vector field,
-    with the explicit time dependence included: $K-1$ jets of increasing order per
-    evaluation, each re-running the vector field's forward pass once (so a vector-field
-    counter ticks $K$ times per counted evaluation; `stats["num_fevals"]` counts one, the
-    solver's own). The integral is extra state that takes no part in step-size control, so
-    `ys` and the step sequence are those of the unregularized solve. Units: $|y|^2 /
-    \text{time}^{2K-1}$, per trajectory.
+    computed exactly by Taylor-mode forward differentiation of the vector field (nested
+    `jax.jvp`, see `time_derivatives`), with the explicit time dependence included. The JVPs
+    trace the field again (a vector-field counter ticks more than once per counted
+    evaluation; XLA merges the repeated primal work); `stats["num_fevals"]` counts one, the
+    solver's own. Cost per train step: about 2x an unregularized step for $K=2$, about 4x
+    for $K=3$ (docs/benchmarks.md). The integral is extra state that takes no part in
+    step-size control, so `ys` and the step sequence are those of the unregularized solve.
+    Units: $|y|^2 / \text{time}^{2K-1}$, per trajectory.
 
-    Needs `terms=diffrax.ODETerm(...)` whose vector field `jet` can trace (standard `jax.numpy`
-    / `jax.nn` operations; `jet` has no rules for some primitives, e.g. `while_loop`);
-    with an adaptive controller, a `diffrax.PIDController` (optionally clipped).
+    Needs `terms=diffrax.ODETerm(...)` whose vector field is differentiable in forward mode
+    (`jax.jvp`, twice for $K=3$); with an adaptive controller, a `diffrax.PIDController`
+    (optionally clipped).
 
     **Arguments:**
 
