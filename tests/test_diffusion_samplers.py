@@ -227,3 +227,32 @@ def test_bad_input(getkey):
     with pytest.raises(ValueError, match="cannot tell the data dimension"):
         S.reverse_sde_sample(ScoreModel(NoSize(), VPSDE()), getkey(), 4)
     assert ScoreModel(ScoreMLP(2, key=getkey()), VPSDE()).data_size == 2
+
+
+@pytest.mark.slow
+def test_every_sampler_matches_a_gaussian_mixture():
+    sde = VPSDE()
+    means = jnp.array([[-2.0, 0.0], [2.0, 1.0]])
+    covs = jnp.stack([0.3 * jnp.eye(2), jnp.array([[0.5, 0.2], [0.2, 0.4]])])
+    mix = GaussianMixtureScore(means, covs, sde, weights=jnp.array([0.3, 0.7]))
+    model = ScoreModel(mix, sde, "score")
+
+    def draw(key, n):
+        kc, kn = jr.split(key)
+        comp = jr.bernoulli(kc, 0.7, (n,)).astype(int)
+        chol = jnp.linalg.cholesky(covs)[comp]
+        return means[comp] + jnp.einsum("nij,nj->ni", chol, jr.normal(kn, (n, 2)))
+
+    ref, ref2 = draw(jr.key(10), 1000), draw(jr.key(11), 1000)
+    floor = abs(float(ndes.diffusion.mmd(ref2, ref)))
+    wrong = float(ndes.diffusion.mmd(ref + jnp.array([0.5, 0.0]), ref2))
+    fns = {
+        "reverse": lambda k: S.reverse_sde_sample(model, k, 1000, steps=200),
+        "pc": lambda k: S.pc_sample(model, k, 1000, steps=100),
+        "flow": lambda k: S.probability_flow_sample(model, k, 1000, rtol=1e-4, atol=1e-5),
+        "dpm3": lambda k: S.dpm_solver_sample(model, k, 1000, nfe=30, order=3),
+    }
+    for name, fn in fns.items():
+        x = jax.jit(fn)(jr.key(12)).samples
+        value = float(ndes.diffusion.mmd(x, ref))
+        assert value < max(5 * floor, 0.1 * wrong), (name, value, floor, wrong)
