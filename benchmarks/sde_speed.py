@@ -32,8 +32,10 @@ and data size 1. Both sides: a GRU encoder run backwards over [value, mask, dt] 
 MLP([t, z, c]), prior drift MLP([t, z]), diagonal diffusion floor + sigmoid(MLP(z)), linear
 decoder with a learned Gaussian scale; one posterior sample per series; loss = -ELBO with
 the path KL integrated along the solve (torchsde: `sdeint(..., logqp=True)`); Adam. Rows:
-`torchsde`, `ndes grid` (`LatentSDE(num_steps=100)`, the default GridBrownianPath) and
-`ndes tree` (`brownian="tree"`, VirtualBrownianTree with the default tol).
+`torchsde`, `ndes grid` (`LatentSDE(num_steps=100)`, the default GridBrownianPath, `elbo`
+vmapped over series), `ndes grid joint` / `ndes grid batch vmap` (`LatentSDE.elbo_batch`,
+the batch as one state / one solve per series) and `ndes tree` (`brownian="tree"`,
+VirtualBrownianTree with the default tol).
 
 All rows of a case are compiled (first call, reported separately) and then timed
 round-robin (`benchmarks/_timing.time_interleaved`), so that load drift on a shared machine
@@ -249,7 +251,7 @@ def latent_data(batch, length, data_size, seed=0):
     return ts, xs.astype(np.float32)
 
 
-def ndes_latent_runner(cfg, ts, xs, brownian):
+def ndes_latent_runner(cfg, ts, xs, brownian, batch_mode=None):
     m = LatentSDE(
         cfg["data"],
         cfg["latent"],
@@ -265,6 +267,8 @@ def ndes_latent_runner(cfg, ts, xs, brownian):
     ts_j, xs_j = jnp.asarray(ts), jnp.asarray(xs)
 
     def loss(model, key):
+        if batch_mode is not None:  # LatentSDE.elbo_batch: the batch as one state, or vmapped
+            return -jnp.mean(model.elbo_batch(ts_j, xs_j, key, batch_mode=batch_mode)[0])
         keys = jr.split(key, xs_j.shape[0])
         elbos = jax.vmap(lambda v, k: model.elbo(ts_j, v, k)[0])(xs_j, keys)
         return -jnp.mean(elbos)
@@ -427,7 +431,7 @@ def print_case(solver_name, labels, res, ref_label, scan_label=None):
     for label, (med, first, _) in zip(labels, res, strict=True):
         ratio = f"{med / ref[0]:.2f}x" if ref else "-"
         print(
-            f"{solver_name:6s} {label:19s} {med * 1e3:9.2f} {first:8.2f} {ratio:>12s}", flush=True
+            f"{solver_name:6s} {label:20s} {med * 1e3:9.2f} {first:8.2f} {ratio:>12s}", flush=True
         )
     if scan_label is not None:
         by = dict(zip(labels, res, strict=True))
@@ -533,6 +537,9 @@ def main(argv=None):
     if use_torch:
         rows.append(("torchsde", torch_latent_runner(lat, ts, xs)))
     rows.append(("ndes grid", ndes_latent_runner(lat, ts, xs, "grid")))
+    rows.append(("ndes grid joint", ndes_latent_runner(lat, ts, xs, "grid", "joint")))
+    if not a.quick:
+        rows.append(("ndes grid batch vmap", ndes_latent_runner(lat, ts, xs, "grid", "vmap")))
     if not a.quick:  # --quick: one compile fewer
         rows.append(("ndes tree", ndes_latent_runner(lat, ts, xs, "tree")))
     labels = [r[0] for r in rows]

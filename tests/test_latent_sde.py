@@ -297,3 +297,84 @@ def test_parameters_have_strong_dtypes():
     m = _model(jr.key(0))
     leaves = jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))
     assert not any(x.aval.weak_type for x in leaves)
+
+
+# --- batch ELBO: joint (one state) vs vmap (one solve per series) ----------------------
+
+
+def _batch(B=3, n=9):
+    ts = jnp.linspace(0.0, 1.0, n)
+    phase = jnp.arange(B)[:, None, None] * 0.7
+    vals = jnp.sin(3 * ts[None, :, None] + phase)
+    return ts, vals.at[1, 2, 0].set(jnp.nan)  # one missing entry
+
+
+_elbo_b = eqx.filter_jit(
+    lambda m, ts, v, k, mode, regs=(): m.elbo_batch(
+        ts, v, k, num_samples=2, batch_mode=mode, regularizers=regs
+    )
+)
+
+
+def test_elbo_batch_joint_equals_vmap_on_fixed_steps(getkey):
+    import diffrax
+
+    from ndes.regularizers import ErrorEstimate
+
+    m = _model(getkey(), num_steps=16, solver=diffrax.Heun())
+    ts, vals = _batch()
+    k = getkey()
+    regs = (ErrorEstimate(0.1, rtol=1e-2, atol=1e-2),)
+    ej, pj = _elbo_b(m, ts, vals, k, "joint", regs)
+    ev, pv = _elbo_b(m, ts, vals, k, "vmap", regs)
+    assert ej.shape == (3,) and bool(jnp.all(jnp.isfinite(ej)))
+    np.testing.assert_allclose(ej, ev, rtol=1e-11)
+    for name in ("loglik", "kl0", "path_kl"):
+        np.testing.assert_allclose(pj[name], pv[name], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(pj["penalty"], pv["penalty"], rtol=1e-11)
+    assert pj["penalty"] > 0 and pj["path_kl"].shape == (3,)
+    # the same gradient in both modes
+    grad = eqx.filter_jit(
+        eqx.filter_grad(lambda mm, mode: -jnp.mean(mm.elbo_batch(ts, vals, k, batch_mode=mode)[0]))
+    )
+    gj, gv = grad(m, "joint"), grad(m, "vmap")
+    for a, b in zip(jax.tree_util.tree_leaves(gj), jax.tree_util.tree_leaves(gv), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_elbo_batch_rows_are_the_single_series_elbo_math(getkey):
+    # With posterior == prior the path KL is 0 and kl0 is the closed form per series; the
+    # default mode on fixed steps is joint and each row depends on its own series only.
+    m = _model(getkey(), num_steps=8)
+    ts, vals = _batch(B=2)
+    k = getkey()
+    e, parts = _elbo_b(m, ts, vals, k, None)
+    e2, _ = _elbo_b(m, ts, vals.at[1].set(vals[1] + 5.0), k, None)
+    assert float(e[0]) == pytest.approx(float(e2[0]), rel=1e-12) and float(e2[1]) < float(e[1])
+    m0 = with_posterior_equal_prior(m)
+    _, p0 = _elbo_b(m0, ts, vals, k, "joint")
+    np.testing.assert_allclose(p0["path_kl"], 0.0, atol=1e-12)
+
+
+def test_elbo_batch_fd_gradient_of_obs_scale(getkey):
+    m = _model(getkey(), num_steps=6)
+    ts, vals = _batch(B=2, n=5)
+    k = getkey()
+
+    def f(x):
+        mm = eqx.tree_at(lambda q: q.log_obs_scale, m, x)
+        return jnp.mean(mm.elbo_batch(ts, vals, k)[0])
+
+    g = jax.grad(f)(m.log_obs_scale)
+    np.testing.assert_allclose(g, central_fd(jax.jit(f), m.log_obs_scale), rtol=1e-6, atol=1e-8)
+
+
+def test_elbo_batch_bad_inputs(getkey):
+    m = _model(getkey())
+    ts, vals = _batch()
+    with pytest.raises(ValueError, match="shape \\(batch, num_times, data_size\\)"):
+        m.elbo_batch(ts, vals[0], getkey())
+    with pytest.raises(ValueError, match="batch_mode='each'"):
+        m.elbo_batch(ts, vals, getkey(), batch_mode="each")
+    with pytest.raises(ValueError, match="num_samples"):
+        m.elbo_batch(ts, vals, getkey(), num_samples=0)

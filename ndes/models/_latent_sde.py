@@ -27,33 +27,10 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._common import SolverSettings
-from ._sde_solve import SDESettings, check_sde_config, solve_sde
+from ._latent_sde_batch import check_series, elbo_batch, posterior_single, solve_latent
+from ._sde_solve import SDESettings, check_sde_config
 
 __all__ = ["LatentSDE"]
-
-
-def _check_inputs(ts, values, data_size):
-    ts = jnp.asarray(ts)
-    values = jnp.asarray(values)
-    if ts.ndim != 1:
-        raise ValueError(f"`ts` must have shape (num_times,), got shape {ts.shape}.")
-    if values.ndim != 2 or values.shape[0] != ts.shape[0] or values.shape[1] != data_size:
-        raise ValueError(
-            f"`values` must have shape (num_times, data_size) = ({ts.shape[0]}, {data_size}) to "
-            f"match `ts` and the model's `data_size`, got shape {values.shape}; mark missing "
-            "entries with NaN instead of dropping them."
-        )
-    if ts.shape[0] < 2:
-        raise ValueError(f"`ts` needs at least 2 observation times, got {ts.shape[0]}.")
-    ts = eqx.error_if(
-        ts, jnp.any(~jnp.isfinite(ts)), "`ts` contains NaN/inf times; times must be finite."
-    )
-    ts = eqx.error_if(
-        ts,
-        jnp.any(jnp.diff(ts) <= 0),
-        "`ts` must be strictly increasing; sort the observations and merge duplicates.",
-    )
-    return ts, values
 
 
 class LatentSDE(eqx.Module):
@@ -61,7 +38,8 @@ class LatentSDE(eqx.Module):
     Differential Equations", AISTATS; Kidger 2021, "On Neural Differential Equations", §latent
     SDEs).
 
-    All methods work on one series `(ts, values)`; use `jax.vmap` for batches.
+    The methods work on one series `(ts, values)` (use `jax.vmap` for batches), except
+    `elbo_batch`, which takes a batch of series on one grid and solves it as one state.
 
     **Arguments:**
 
@@ -273,51 +251,6 @@ class LatentSDE(eqx.Module):
             lp = -jnp.abs(x - mean) / jnp.exp(log_s) - log_s - jnp.log(2.0)
         return jnp.sum(jnp.where(mask, lp, 0.0))
 
-    # ------------------------------------------------------------------ solves
-    def _solve(self, drift, z0, ts, key, regularizers):
-        """Solve the latent SDE with state `[z, kl]` (the last channel has zero diffusion) from
-        `ts[0]` to `ts[-1]`, saving at `ts`: `ndes.GridBrownianPath` for constant steps,
-        `VirtualBrownianTree` for adaptive ones."""
-        d = z0.shape[0]
-        y0 = jnp.concatenate([z0, jnp.zeros((1,), z0.dtype)])
-
-        def diffusion(t, y, args):
-            return jnp.concatenate([self.g(y[:d]), jnp.zeros((1,), y.dtype)])
-
-        return solve_sde(
-            drift,
-            diffusion,
-            ts,
-            y0,
-            key,
-            settings=self.settings,
-            sde=self.sde,
-            noise="diagonal",
-            noise_size=d + 1,
-            owner="LatentSDE",
-            regularizers=regularizers,
-        )
-
-    def _posterior_single(self, ts, values, key, regularizers):
-        mu, std, contexts = self.encode(ts, values)
-        kz, kb = jr.split(key)
-        z0 = mu + std * jr.normal(kz, mu.shape, mu.dtype)
-        d = self.latent_size
-        n = ts.shape[0]
-
-        def drift(t, y, args):
-            z = y[:d]
-            # piecewise-constant context: encoder state at the first observation time >= t
-            idx = jnp.clip(jnp.searchsorted(ts, t, side="left"), 0, n - 1)
-            c = contexts[idx]
-            fp = self.f_post(t, z, c)
-            u = (fp - self.f_prior(t, z)) / self.g(z)
-            return jnp.concatenate([fp, 0.5 * jnp.sum(u**2, keepdims=True)])
-
-        sol = self._solve(drift, z0, ts, kb, regularizers)
-        kl0 = jnp.sum(0.5 * (std**2 + mu**2 - 1.0) - jnp.log(std))
-        return sol, kl0
-
     def elbo(
         self,
         ts: Float[ArrayLike, " n"],
@@ -347,12 +280,12 @@ class LatentSDE(eqx.Module):
         mean over samples; what `ndes.BudgetWeight` reads), `num_fevals` (mean per posterior
         solve).
         """
-        ts, values = _check_inputs(ts, values, self.data_size)
+        ts, values = check_series(ts, values, self.data_size)
         if num_samples < 1:
             raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
 
         def one(k):
-            sol, kl0 = self._posterior_single(ts, values, k, regularizers)
+            sol, kl0 = posterior_single(self, ts, values, k, regularizers)
             ys = sol.ys
             ll = self.log_likelihood(ys[:, : self.latent_size], values)
             terms = dict(sol.penalty_terms)
@@ -370,12 +303,53 @@ class LatentSDE(eqx.Module):
         elbo = parts["loglik"] - kl_weight * (parts["kl0"] + parts["path_kl"])
         return elbo, parts
 
+    def elbo_batch(
+        self,
+        ts: Float[ArrayLike, " n"],
+        values: Float[ArrayLike, "B n D"],
+        key: PRNGKeyArray,
+        *,
+        num_samples: int = 1,
+        kl_weight: float | Float[Array, ""] = 1.0,
+        regularizers: Sequence = (),
+        batch_mode: str | None = None,
+    ) -> tuple[Float[Array, " B"], dict[str, Array]]:
+        """Monte-Carlo ELBO of each of `B` series observed at the same times `ts`.
+
+        The GRU encoder and the context paths run batched; the posterior solves of all
+        `B * num_samples` samples are one state `(B * num_samples, d + 1)` with shared steps
+        (`batch_mode="joint"`, each sample's drift reading its own series' context) or one
+        solve per sample (`"vmap"`); `None` (default) picks joint for fixed steps and vmap
+        for an adaptive controller. On fixed steps both modes draw one
+        `ndes.GridBrownianPath` of shape `(B * num_samples, d + 1)` and sample `b` sees its
+        column `b`, so they give the same ELBO to rounding. Regularizers are per-sample
+        quantities averaged over the batch in both modes (as in `ndes.NeuralSDE`).
+
+        **Arguments:** as `elbo`, with `values` of shape `(B, n, D)` (NaN marks a missing
+        entry) and `batch_mode`.
+
+        **Returns:** `(elbo, parts)`: `elbo` of shape `(B,)` (mean over samples);
+        `parts`: `loglik`, `kl0`, `path_kl` of shape `(B,)`, `penalty` and `penalty_terms`
+        (batch means), `num_fevals` (mean per posterior solve; a joint solve counts
+        evaluations on the whole batch).
+        """
+        return elbo_batch(
+            self,
+            ts,
+            values,
+            key,
+            num_samples=num_samples,
+            kl_weight=kl_weight,
+            regularizers=regularizers,
+            batch_mode=batch_mode,
+        )
+
     def sample_posterior(
         self, ts: Float[ArrayLike, " n"], values: Float[ArrayLike, "n D"], key: PRNGKeyArray
     ) -> tuple[Float[Array, "n d"], Float[Array, "n D"]]:
         """One posterior sample at `ts`: latent path `(n, d)` and decoded mean `(n, D)`."""
-        ts, values = _check_inputs(ts, values, self.data_size)
-        sol, _ = self._posterior_single(ts, values, key, ())
+        ts, values = check_series(ts, values, self.data_size)
+        sol, _ = posterior_single(self, ts, values, key, ())
         zs = sol.ys[:, : self.latent_size]
         return zs, jax.vmap(self.decoder)(zs)
 
@@ -406,7 +380,7 @@ class LatentSDE(eqx.Module):
         def drift(t, y, args):
             return jnp.concatenate([self.f_prior(t, y[:d]), jnp.zeros((1,), y.dtype)])
 
-        sol = self._solve(drift, z0, ts, kb, ())
+        sol = solve_latent(self, drift, z0, ts, kb, ())
         zs = sol.ys[:, :d]
         return zs, jax.vmap(self.decoder)(zs)
 
