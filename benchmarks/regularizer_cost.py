@@ -22,6 +22,7 @@ the cost of the one extra step.
 
     python benchmarks/regularizer_cost.py            # MLP 2-64-64-2, batch 256
     python benchmarks/regularizer_cost.py --quick    # seconds; used by the test suite
+    python benchmarks/regularizer_cost.py --only Taylor   # the baseline and the Taylor rows
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ def main(argv=None) -> None:
     p.add_argument("--atol", type=float, default=1e-6)
     p.add_argument("--t1", type=float, default=2.0)
     p.add_argument("--omega", type=float, default=6.0, help="rotation rate (rad/time)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated name fragments: time only the rows whose name contains one "
+        "(the unregularized row is always timed, as the baseline)",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.batch, a.width, a.reps = 8, 8, 2
@@ -104,12 +111,18 @@ def main(argv=None) -> None:
     y0 = jax.random.normal(jax.random.key(1), (a.batch, 2), jnp.float32)
     target = jnp.roll(y0, 1, axis=-1)
     key = jax.random.key(2)
-    names = [name for name, _ in rows(key, a.batch)]
+    wanted = [w for w in a.only.split(",") if w]
+    picked = [
+        i
+        for i, (name, _) in enumerate(rows(key, a.batch))
+        if i == 0 or not wanted or any(w in name for w in wanted)
+    ]
+    names = [rows(key, a.batch)[i][0] for i in picked]
 
     def regs_of(i):
         return lambda k: rows(k, a.batch)[i][1]
 
-    steps = [make_step(regs_of(i), a.rtol, a.atol, a.t1, a.omega) for i in range(len(names))]
+    steps = [make_step(regs_of(i), a.rtol, a.atol, a.t1, a.omega) for i in picked]
     fns = [lambda s=s: s(model, y0, target, key) for s in steps]
     timed = time_interleaved(fns, a.reps)
 

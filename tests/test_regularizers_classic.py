@@ -441,3 +441,14 @@ def test_regularizer_cost_benchmark_quick_runs():
     ):
         assert name in r.stdout
     assert "nan" not in r.stdout.lower()
+    only = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "regularizer_cost.py"), "--quick"]
+        + ["--only", "Taylor"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert only.returncode == 0, only.stderr
+    timed = [ln.split()[0] for ln in only.stdout.splitlines()[4:] if ln.strip()]
+    assert timed == ["none", "TaylorDerivative", "TaylorDerivative"], only.stdout
