@@ -38,13 +38,18 @@ from _timing import time_interleaved  # noqa: E402
 
 import ndes  # noqa: E402
 
-DATASETS = ("moons", "circles", "wine")
+DATASETS = ("moons", "circles", "wine", "8gaussians", "digits")
 METHODS = ("vanilla", "error", "rnode")
 
 
 def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, test), standardised with the training statistics."""
-    if name == "moons":
+    if name == "8gaussians":  # FFJORD's toy, standardised like the others
+        x = np.asarray(ndes.data.toy_2d("8gaussians", n, key=jr.key(seed)), np.float64)
+    elif name == "digits":  # bits/dim: see load_logdet
+        d = ndes.data.load_digits_density(seed=seed)
+        return d.x_train, d.x_test
+    elif name == "moons":
         x = make_moons(n, noise=0.05, random_state=seed)[0]
     elif name == "circles":
         x = make_circles(n, noise=0.05, factor=0.5, random_state=seed)[0]
@@ -57,6 +62,13 @@ def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     train, test = x[:cut], x[cut:]
     mu, sd = train.mean(0), train.std(0)
     return ((train - mu) / sd).astype(np.float32), ((test - mu) / sd).astype(np.float32)
+
+
+def test_logdet(name: str, seed: int) -> np.ndarray | None:
+    """The test rows' log-det-Jacobian to pixel space (digits), for bits/dim; else None."""
+    if name != "digits":
+        return None
+    return ndes.data.load_digits_density(seed=seed).logdet_test
 
 
 def regularizers(method: str, weight: float) -> tuple:
@@ -94,15 +106,22 @@ def train(model, data, method, weight, steps, batch, seed):
     return model, time.perf_counter() - t
 
 
-def evaluate(model, test, seed):
+def evaluate(model, test, seed, logdet=None):
     exact = dataclasses.replace(model, divergence="exact")
     lp = eqx.filter_jit(lambda m, x: m.log_prob(x))(exact, jnp.asarray(test))
+    extra = {}
+    if logdet is not None:
+        d = test.shape[1]
+        extra["test_bpd"] = float(
+            -np.mean(np.asarray(lp.ys, np.float64) + logdet) / (d * np.log(2))
+        )
     hutch = eqx.filter_jit(lambda m, x, k: m.log_prob(x, k))(model, jnp.asarray(test), jr.key(seed))
     smp = eqx.filter_jit(lambda m, k: m.sample(k, 512))(model, jr.key(seed + 1))
     return {
         "test_nll": float(-jnp.mean(lp.ys)),
         "nfe_log_prob": int(hutch.stats["num_fevals"]),
         "nfe_sample": int(smp.stats["num_fevals"]),
+        **extra,
     }
 
 
@@ -138,6 +157,32 @@ def overhead(model, x, reps):
     return out
 
 
+def summary(records) -> list[str]:
+    """Mean +- std over seeds per (data, method); bits/dim where the data report it."""
+
+    def ms(vals, fmt):
+        v = np.asarray(vals, float)
+        return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0.0:{fmt}}"
+
+    lines = [
+        "| data | method | seeds | test NLL (nats; bits/dim for digits) | NFE / log_prob "
+        "| NFE / sample (512) | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["data"], r["method"]), []).append(r)
+    for (data, method), rs in groups.items():
+        key = "test_bpd" if "test_bpd" in rs[0] else "test_nll"
+        lines.append(
+            f"| {data} | {method} | {len(rs)} | {ms([r[key] for r in rs], '.3f')} | "
+            f"{ms([r['nfe_log_prob'] for r in rs], '.1f')} | "
+            f"{ms([r['nfe_sample'] for r in rs], '.1f')} | "
+            f"{ms([r['train_s'] for r in rs], '.0f')} |"
+        )
+    return lines
+
+
 def table(records, over) -> str:
     lines = [
         "| data | method | test NLL (nats) | NFE / log_prob | NFE / sample (512) "
@@ -149,6 +194,9 @@ def table(records, over) -> str:
             f"| {r['data']} | {r['method']} | {r['test_nll']:.3f} | {r['nfe_log_prob']} | "
             f"{r['nfe_sample']} | {r['train_s']:.1f} |"
         )
+    lines += ["", *summary(records)]
+    if not over:
+        return "\n".join(lines)
     lines += [
         "",
         "| regularizers | forward ms | train step ms | step / plain |",
@@ -171,22 +219,31 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--weight", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--no-overhead", action="store_true", help="skip the timing table")
     p.add_argument("--out", default=None, help="write results.json here (a directory)")
     a = p.parse_args(argv)
     steps = a.steps or (3 if a.quick else 400)
     n, batch, width = (200, 64, 16) if a.quick else (4000, 256, 32)
+    width = a.width or width
     records = []
-    for name in a.datasets:
-        tr, te = load(name, a.seed, n)
-        init = ndes.CNF.mlp(tr.shape[1], width, 2, key=jr.key(a.seed))
-        for method in a.methods:
-            model, secs = train(init, tr, method, a.weight, steps, batch, a.seed)
-            rec = {"data": name, "method": method, "steps": steps, "train_s": secs}
-            rec.update(evaluate(model, te, a.seed))
-            records.append(rec)
-            print(rec, flush=True)
-    x = jnp.asarray(load(a.datasets[0], a.seed, n)[0][:batch])
-    over = overhead(ndes.CNF.mlp(x.shape[1], width, 2, key=jr.key(a.seed)), x, 3 if a.quick else 20)
+    for seed in a.seeds or [a.seed]:
+        for name in a.datasets:
+            tr, te = load(name, seed, n)
+            init = ndes.CNF.mlp(tr.shape[1], width, 2, key=jr.key(seed))
+            for method in a.methods:
+                model, secs = train(init, tr, method, a.weight, steps, batch, seed)
+                rec = {"data": name, "method": method, "seed": seed, "steps": steps}
+                rec["train_s"] = secs
+                rec.update(evaluate(model, te, seed, test_logdet(name, seed)))
+                records.append(rec)
+                print(rec, flush=True)
+    over = []
+    if not a.no_overhead:
+        x = jnp.asarray(load(a.datasets[0], a.seed, n)[0][:batch])
+        model = ndes.CNF.mlp(x.shape[1], width, 2, key=jr.key(a.seed))
+        over = overhead(model, x, 3 if a.quick else 20)
     text = table(records, over)
     print(
         f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
