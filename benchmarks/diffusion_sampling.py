@@ -9,9 +9,10 @@ tolerances), DPM-Solver-2/3 at 10 and 20 NFE. Every number is the mean +- std ov
 seed trains its own model). The row "data vs data" is the floor: two independent held-out sets.
 
 With `--finetune`, each trained model is fine-tuned further for `--finetune-steps` steps twice:
-plain DSM (the control) and DSM + `ndes.ErrorEstimate` on the probability-flow ODE of 64 prior
-draws per step (`DSMLoss(flow_samples=64)`), and the adaptive probability-flow NFE and quality
-of both are reported.
+plain DSM (the control) and DSM + `ndes.ErrorEstimate` (or, with `--regularizer local`,
+`ndes.LocalErrorEstimate`) on the probability-flow ODE of 64 prior draws per step
+(`DSMLoss(flow_samples=64)`), and the adaptive probability-flow NFE and quality of both are
+reported.
 
     python benchmarks/diffusion_sampling.py            # full (CPU minutes)
     python benchmarks/diffusion_sampling.py --quick    # seconds-scale smoke run (used by a test)
@@ -90,7 +91,11 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=None, help="samples per sampler (2000)")
     p.add_argument("--finetune", action="store_true", help="also the regularized fine-tuning")
     p.add_argument("--finetune-steps", type=int, default=None, help="default 500")
-    p.add_argument("--weight", type=float, default=1e-2, help="ErrorEstimate weight")
+    p.add_argument("--weight", type=float, default=1e-2, help="regularizer weight")
+    p.add_argument(
+        "--regularizer", default="error", choices=["error", "local"],
+        help="ndes.ErrorEstimate (every step) or ndes.LocalErrorEstimate (one sampled step)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     q = args.quick
     steps = args.steps or (30 if q else 4000)
@@ -121,12 +126,13 @@ def main(argv=None):
             table.setdefault(name, []).append((float(out.nfe), mm, sw))
         if args.finetune:
             flow = D.DSMLoss(eps=1e-5, flow_samples=64, flow_rtol=1e-3, flow_atol=1e-3)
+            if args.regularizer == "error":
+                reg = ndes.ErrorEstimate(args.weight)
+            else:
+                reg = ndes.LocalErrorEstimate(args.weight, key=jr.key(0))
             variants = {
                 "fine-tuned, plain DSM": (D.DSMLoss(eps=1e-5), ()),
-                f"fine-tuned, DSM + ErrorEstimate({args.weight:g})": (
-                    flow,
-                    (ndes.ErrorEstimate(args.weight),),
-                ),
+                f"fine-tuned, DSM + {type(reg).__name__}({args.weight:g})": (flow, (reg,)),
             }
             for vname, (loss, regs) in variants.items():
                 m2, _ = train(model, data, ft_steps, jr.fold_in(k_fit, 1), loss, regs)
