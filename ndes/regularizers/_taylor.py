@@ -26,12 +26,14 @@ def time_derivatives(field, t, y: PyTree[Array], args, fy: PyTree[Array], order:
     reference code (easy-neural-ode, `sol_recursive`: $y^{(k+1)} = \frac{d}{ds}
     y^{(k)}(t + s, y(t + s))$ on the state $x = (t, y)$ with $\dot t = 1$), written with
     `jax.jvp` instead of `jax.experimental.jet`. With $v = (1, y')$: $y'' = Df(x)\,v$ (one
-    JVP) and $y''' = D[y''](x)\,v$ (a JVP of that JVP, whose primal output is $y''$). The
-    explicit time dependence is included. `jet` computes the same coefficients, but on a tanh
-    MLP its first-order coefficient cost 2.4x the JVP's in a train step (it instantiates zero
-    series for the field's constant parameters and builds `tanh` from `exp` and a division;
-    measured 2026-12-02, docs/benchmarks.md). The primal evaluations inside the JVPs repeat
-    `fy`'s; XLA merges identical computations in the compiled step.
+    JVP) and $y''' = D[y''](x)\,v$, a JVP of $y''(x) = Df(x)\,(1, f(x))$ written with
+    `jax.linearize`, so that $f(x)$ is evaluated once and is the linearisation's own primal
+    (about 10% faster in the K=3 train step than a JVP of a JVP; its primal output is
+    $y''$). The explicit time dependence is included. `jet` computes the same coefficients,
+    but on a tanh MLP it made the train step 2.2x slower than this for K=2 (it instantiates
+    zero series for the field's constant parameters and builds `tanh` from `exp` and a
+    division; measured 2026-12-02, docs/benchmarks.md). The primal evaluations inside the JVPs
+    repeat `fy`'s; XLA merges identical computations in the compiled step.
     """
     if order not in _ORDERS:
         raise ValueError(f"time_derivatives(order={order!r}) must be 2 or 3.")
@@ -47,8 +49,9 @@ def time_derivatives(field, t, y: PyTree[Array], args, fy: PyTree[Array], order:
     if order == 2:
         return [unravel(jax.jvp(g, (t, y_flat), v)[1])]
 
-    def second(tt, yy):  # y'' as a function of the state: Df(x) (1, f(x))
-        return jax.jvp(g, (tt, yy), (one, g(tt, yy)))[1]
+    def second(tt, yy):  # y'' as a function of the state: Df(x) (1, f(x)), f evaluated once
+        fx, lin = jax.linearize(g, tt, yy)
+        return lin(one, fx)
 
     d2, d3 = jax.jvp(second, (t, y_flat), v)
     return [unravel(d2), unravel(d3)]
