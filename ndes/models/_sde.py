@@ -116,7 +116,9 @@ class NeuralSDE(eqx.Module):
       `diffrax.RecursiveCheckpointAdjoint(checkpoints=N)` for `N` fixed steps (every step
       checkpointed, as a `lax.scan` stores; memory `O(N)` states, no recomputation) and
       `diffrax.RecursiveCheckpointAdjoint()` for adaptive solves.
-    - `max_steps`: as in `diffrax.diffeqsolve`.
+    - `max_steps`: as in `diffrax.diffeqsolve`; a fixed-step solve runs with exactly its
+      `N` steps (and `N` checkpoints), the grid path checked once when the solve is built
+      (`ndes.GridBrownianPath.for_solve`) instead of on every query.
     - `batch_mode`: `"joint"` or `"vmap"`.
 
     **Reference:** Kidger, "On Neural Differential Equations", 2021, ch. 4 (neural SDEs).
