@@ -4,9 +4,14 @@ Forward SDEs (`VPSDE`, `VESDE`), the denoising score-matching loss (`DSMLoss`) a
 time-conditioned score network (`ScoreMLP`, bound to its SDE by `ScoreModel`), samplers that
 each return their exact number of score evaluations (`reverse_sde_sample`, `pc_sample`,
 `probability_flow_sample`, `probability_flow_log_prob`, `dpm_solver_sample`), and
-sample-quality metrics.
+sample-quality metrics (2-D: MMD, sliced Wasserstein; digits: a classifier's class
+distribution and Fréchet distance).
 """
 
+from ._digits_metrics import DigitsClassifier as DigitsClassifier
+from ._digits_metrics import class_distribution as class_distribution
+from ._digits_metrics import digits_quality as digits_quality
+from ._digits_metrics import frechet_distance as frechet_distance
 from ._dpm_solver import dpm_solver_orders as dpm_solver_orders
 from ._dpm_solver import dpm_solver_sample as dpm_solver_sample
 from ._exact import GaussianMixtureScore as GaussianMixtureScore
@@ -45,4 +50,8 @@ __all__ = [
     "dpm_solver_orders",
     "mmd",
     "sliced_wasserstein",
+    "DigitsClassifier",
+    "frechet_distance",
+    "class_distribution",
+    "digits_quality",
 ]
