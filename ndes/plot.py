@@ -320,3 +320,13 @@ def plot_tradeoff(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
+
+
+from ._plot_diffusion import (  # noqa: E402, I001 (diffusion figures, kept in their own module)
+    plot_diffusion_digits as plot_diffusion_digits,
+    plot_diffusion_samples_2d as plot_diffusion_samples_2d,
+    plot_quality_vs_nfe as plot_quality_vs_nfe,
+    plot_reverse_trajectories as plot_reverse_trajectories,
+)
+
+__all__ += ["plot_diffusion_samples_2d", "plot_diffusion_digits", "plot_reverse_trajectories", "plot_quality_vs_nfe"]  # fmt: skip # noqa: E501
