@@ -72,7 +72,7 @@ class SquaredState(ndes.AbstractIntegralRegularizer):
             raise ValueError("SquaredState: only tested with diffrax.Tsit5(); use that.")
         return self
 
-    def rate(self, t, y, args, field, fy, vjp_fn):
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates):
         return jnp.sum(y**2)
 
 

@@ -54,7 +54,7 @@ class AbstractIntegralRegularizer(AbstractRegularizer):
     """
 
     needs_vjp: eqx.AbstractClassVar[bool]
-    #: Whether `rate_from_field` reads the rates a field offers through `with_rates(t, y,
+    #: Whether `rate` reads the rates a field offers through `with_rates(t, y,
     #: args) -> (fy, rates)` (see `CNFKineticEnergy`): the field is then evaluated once,
     #: through `with_rates`, and its rates come from that same evaluation.
     reads_field_rates: ClassVar[bool] = False
@@ -68,24 +68,12 @@ class AbstractIntegralRegularizer(AbstractRegularizer):
         field: Callable,
         fy: PyTree[Array],
         vjp_fn: Callable | None,
-    ) -> Float[Array, ""]:
-        """The integrand $r(t, y)$ given `fy = field(t, y, args)` (and, if `needs_vjp`, the
-        function `vjp_fn(cotangent) -> cotangent @ d field / d y`)."""
-
-    def rate_from_field(
-        self,
-        t: Any,
-        y: PyTree[Array],
-        args: PyTree,
-        field: Callable,
-        fy: PyTree[Array],
-        vjp_fn: Callable | None,
         field_rates: dict[str, Array] | None,
     ) -> Float[Array, ""]:
-        """The integrand given also `field_rates`, the rates the field returned beside `fy`
-        from `with_rates` (`None` unless some regularizer has `reads_field_rates`). By
-        default `rate`."""
-        return self.rate(t, y, args, field, fy, vjp_fn)
+        """The integrand $r(t, y)$ given `fy = field(t, y, args)`; if `needs_vjp`, the
+        function `vjp_fn(cotangent) -> cotangent @ d field / d y`; and `field_rates`, the
+        rates the field returned beside `fy` from `with_rates` (`None` unless some
+        regularizer of the solve has `reads_field_rates`)."""
 
 
 class _AugmentedField(eqx.Module):
@@ -111,9 +99,7 @@ class _AugmentedField(eqx.Module):
         dtype = _dtype(y)
         direction = self.direction.astype(dtype)
         rates = tuple(
-            (
-                direction * r.rate_from_field(t, y, args, self.field, fy, vjp_fn, field_rates) / s
-            ).astype(dtype)
+            (direction * r.rate(t, y, args, self.field, fy, vjp_fn, field_rates) / s).astype(dtype)
             for r, s in zip(self.regularizers, self.scales, strict=True)
         )
         return fy, rates

@@ -68,10 +68,9 @@ class CNFKineticEnergy(AbstractIntegralRegularizer):
         _check_cnf_field(problem, "CNFKineticEnergy", "ndes.KineticEnergy")
         return self
 
-    def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
-        return field.with_rates(t, y, args)[1]["kinetic"]  # standalone use: re-evaluates
-
-    def rate_from_field(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+        if field_rates is None:  # standalone use: re-evaluates the field
+            return field.with_rates(t, y, args)[1]["kinetic"]
         return field_rates["kinetic"]
 
 
@@ -105,8 +104,7 @@ class CNFJacobianFrobenius(AbstractIntegralRegularizer):
         _check_cnf_field(problem, "CNFJacobianFrobenius", "ndes.JacobianFrobenius")
         return self
 
-    def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
-        return field.with_rates(t, y, args)[1]["frobenius"]  # standalone use: re-evaluates
-
-    def rate_from_field(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
+        if field_rates is None:  # standalone use: re-evaluates the field
+            return field.with_rates(t, y, args)[1]["frobenius"]
         return field_rates["frobenius"]

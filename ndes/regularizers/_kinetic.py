@@ -55,7 +55,7 @@ class KineticEnergy(AbstractIntegralRegularizer):
     def bind(self, problem: Problem) -> "KineticEnergy":
         return self
 
-    def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
         return sum_squares(fy)
 
 
@@ -129,6 +129,6 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
         eps = hutchinson_probe(self.key, problem.y0, self.probe)
         return eqx.tree_at(lambda r: r.eps, self, eps, is_leaf=lambda x: x is None)
 
-    def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
         (eps_j,) = vjp_fn(jtu.tree_map(lambda e, f: e.astype(f.dtype), self.eps, fy))
         return sum_squares(eps_j)

@@ -104,5 +104,5 @@ class TaylorDerivative(AbstractIntegralRegularizer):
     def bind(self, problem: Problem) -> "TaylorDerivative":
         return self
 
-    def rate(self, t, y, args, field, fy, vjp_fn) -> Float[Array, ""]:
+    def rate(self, t, y, args, field, fy, vjp_fn, field_rates) -> Float[Array, ""]:
         return sum_squares(time_derivatives(field, t, y, args, fy, self.order)[-1])
