@@ -28,7 +28,8 @@ PUBLIC_MODULES = (ndes, ndes.data, ndes.train, ndes.plot, ndes.diffusion)
 # The other files' gaps are listed by `undocumented_arguments()` (see the docs issue).
 DOCSTRING_FILES = (
     "ndes/_brownian.py",
-    "ndes/plot.py",
+    "ndes/plot/_training.py",
+    "ndes/plot/_figure.py",
     "ndes/data/_features.py",
     "ndes/data/_missing.py",
     "ndes/data/_synthetic.py",

@@ -17,30 +17,14 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
+from ._figure import new_figure, save
+
 __all__ = [
     "plot_diffusion_samples_2d",
     "plot_diffusion_digits",
     "plot_reverse_trajectories",
     "plot_quality_vs_nfe",
 ]
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path, title, dpi) -> Path:
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
 
 
 def _sets(samples, owner, d=None) -> dict[str, np.ndarray]:
@@ -76,7 +60,7 @@ def plot_diffusion_samples_2d(
     sets = {"data": x, **_sets(samples, "plot_diffusion_samples_2d", 2)}
     lo, hi = x.min(0), x.max(0)
     lo, hi = lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo)
-    fig = _figure(2.8 * len(sets), 3.0)
+    fig = new_figure(2.8 * len(sets), 3.0)
     axes = np.atleast_1d(fig.subplots(1, len(sets)))
     for ax, (name, pts) in zip(axes, sets.items(), strict=True):
         ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color="k" if name == "data" else None)
@@ -86,7 +70,7 @@ def plot_diffusion_samples_2d(
         ax.set_title(name, fontsize="small")
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path, title, dpi)
+    return save(fig, path, title, dpi)
 
 
 def plot_diffusion_digits(
@@ -112,7 +96,7 @@ def plot_diffusion_digits(
     sets = {"data": x, **_sets(samples, "plot_diffusion_digits", 64)}
     cols = int(math.ceil(math.sqrt(num)))
     rows = int(math.ceil(num / cols))
-    fig = _figure(0.45 * cols * len(sets) + 0.3 * len(sets), 0.45 * rows + 0.5)
+    fig = new_figure(0.45 * cols * len(sets) + 0.3 * len(sets), 0.45 * rows + 0.5)
     subfigs = np.atleast_1d(fig.subfigures(1, len(sets)))
     for sub, (name, pix) in zip(subfigs, sets.items(), strict=True):
         axes = np.asarray(sub.subplots(rows, cols)).reshape(-1)
@@ -121,11 +105,11 @@ def plot_diffusion_digits(
                 ax.imshow(pix[i].reshape(8, 8), cmap="gray_r", vmin=0, vmax=16)
             ax.set_axis_off()
         sub.suptitle(name, fontsize="small")
-    return _save(fig, path, title, dpi)
+    return save(fig, path, title, dpi)
 
 
 def _trajectories(model, key, n, eps, num_times, steps):
-    from .diffusion import ProbabilityFlowField
+    from ..diffusion import ProbabilityFlowField
 
     sde = model.sde
     x_T = sde.prior_sample(key, (n, 2), jnp.result_type(float))
@@ -181,7 +165,7 @@ def plot_reverse_trajectories(
             f"plot_reverse_trajectories: num_trajectories={num_trajectories!r} must be an int >= 1."
         )
     ode, sde = _trajectories(model, key, num_trajectories, float(eps), 50, int(steps))
-    fig = _figure(7.0, 3.4)
+    fig = new_figure(7.0, 3.4)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, paths, name in ((axes[0], ode, "probability-flow ODE"), (axes[1], sde, "reverse SDE")):
         if data is not None:
@@ -193,7 +177,7 @@ def plot_reverse_trajectories(
         ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=4, color="k")
         ax.set_title(name, fontsize="small")
         ax.set_aspect("equal")
-    return _save(fig, path, title, dpi)
+    return save(fig, path, title, dpi)
 
 
 def plot_quality_vs_nfe(
@@ -214,7 +198,7 @@ def plot_quality_vs_nfe(
     **Returns:** the path written."""
     if not isinstance(results, Mapping) or not results:
         raise ValueError("plot_quality_vs_nfe: results must be a non-empty dict family -> points.")
-    fig = _figure(5.5, 3.6)
+    fig = new_figure(5.5, 3.6)
     ax = fig.subplots()
     for name, pts in results.items():
         p = np.asarray(pts, float)
@@ -235,4 +219,4 @@ def plot_quality_vs_nfe(
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _save(fig, path, title, dpi)
+    return save(fig, path, title, dpi)

@@ -1,22 +1,11 @@
-"""Plots for the latent SDE. Functions take arrays, write a PNG and return the figure.
-
-They draw on a `matplotlib.figure.Figure` with an Agg canvas: no pyplot, so nothing changes
-the user's backend or global figure state (a notebook displays the returned figure).
-"""
+"""Figures of a latent-SDE fit: posterior samples and the prior's forecast beside the data,
+and ELBO / NFE over training. Functions take arrays, write a PNG and return the figure."""
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def _figure(size):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    return fig
-
+from ._figure import new_figure, save
 
 __all__ = ["plot_posterior_and_forecast", "plot_training"]
 
@@ -42,7 +31,7 @@ def plot_posterior_and_forecast(
     - `fc_ts`, `fc_samples`: `(k,)` and `(S, k)` forecast samples (optional).
     - `test_ts`, `test_values`: held-out data (optional).
     """
-    fig = _figure((9, 4))
+    fig = new_figure(9, 4, layout=None)
     ax = fig.subplots()
     for t_, s_, c, lab in (
         (post_ts, post_samples, "C0", "posterior"),
@@ -66,14 +55,14 @@ def plot_posterior_and_forecast(
     ax.legend(fontsize=8)
     ax.set_xlabel("t")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     return fig
 
 
 def plot_training(path, elbos, nfes, labels=("vanilla",)):
     """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run)
     of `(steps,)`."""
-    fig = _figure((9, 3.5))
+    fig = new_figure(9, 3.5, layout=None)
     axs = fig.subplots(1, 2)
     for e, n, lab in zip(elbos, nfes, labels, strict=True):
         axs[0].plot(np.asarray(e), label=lab)
@@ -84,5 +73,5 @@ def plot_training(path, elbos, nfes, labels=("vanilla",)):
         a.set_xlabel("step")
         a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     return fig

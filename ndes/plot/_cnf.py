@@ -16,16 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
+from ._figure import new_figure, save
+
 __all__ = ["plot_density_2d", "plot_digit_samples"]
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _exact(model):
@@ -66,7 +59,7 @@ def plot_density_2d(
     logp = eqx.filter_jit(lambda m, p: _exact(m).log_prob(p).ys)(model, jnp.asarray(pts))
     dens = np.exp(np.asarray(logp)).reshape(grid, grid)
     samples = np.asarray(model.sample(key, num_samples).ys)
-    fig = _figure(10.5, 3.6)
+    fig = new_figure(10.5, 3.6)
     axes = fig.subplots(1, 3)
     ext = (lo[0], hi[0], lo[1], hi[1])
     axes[0].hist2d(x[:, 0], x[:, 1], bins=grid, range=[ext[:2], ext[2:]], cmap="viridis")
@@ -80,12 +73,7 @@ def plot_density_2d(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
+    return save(fig, path, title, dpi)
 
 
 def plot_digit_samples(
@@ -110,15 +98,10 @@ def plot_digit_samples(
     pix = np.asarray(to_pixels(x))
     cols = int(math.ceil(math.sqrt(num_samples)))
     rows = int(math.ceil(num_samples / cols))
-    fig = _figure(0.7 * cols, 0.7 * rows + (0.4 if title else 0.0))
+    fig = new_figure(0.7 * cols, 0.7 * rows + (0.4 if title else 0.0))
     axes = np.asarray(fig.subplots(rows, cols)).reshape(-1)
     for i, ax in enumerate(axes):
         if i < num_samples:
             ax.imshow(pix[i].reshape(8, 8), cmap="gray_r", vmin=0, vmax=pix.max() or 1)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
+    return save(fig, path, title, dpi)

@@ -1,5 +1,5 @@
-"""Figures for training runs and latent-SDE fits (matplotlib, Agg canvas: no display, no pyplot
-state, the user's backend untouched)."""
+"""Figures of training runs: metric histories, a run directory, and the cost/quality trade-off
+of many runs."""
 
 from __future__ import annotations
 
@@ -8,20 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._plot_cnf import plot_density_2d as plot_density_2d
-from ._plot_cnf import plot_digit_samples as plot_digit_samples
-from .models._latent_sde_plot import plot_posterior_and_forecast as plot_posterior_and_forecast
-from .models._latent_sde_plot import plot_training as plot_training
+from ._figure import new_figure, save
 
-__all__ = [
-    "plot_history",
-    "plot_run",
-    "plot_tradeoff",
-    "plot_posterior_and_forecast",
-    "plot_training",
-    "plot_density_2d",
-    "plot_digit_samples",
-]
+__all__ = ["plot_history", "plot_run", "plot_tradeoff"]
 
 _LABELS = {
     "loss": "training loss",
@@ -43,7 +32,7 @@ Source = str | os.PathLike | Records
 
 def _load(src: Source) -> list[Mapping[str, Any]]:
     if isinstance(src, (str, os.PathLike)):
-        from .train import read_metrics
+        from ..train import read_metrics
 
         return read_metrics(src)
     return list(src)
@@ -123,9 +112,6 @@ def plot_history(
 
     **Returns:** the path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     runs = _runs(source)
     if not runs or not any(runs.values()):
         raise ValueError("plot_history: `source` holds no records to plot.")
@@ -137,8 +123,7 @@ def plot_history(
         )
     ncols = min(3, len(keys))
     nrows = -(-len(keys) // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.2 * ncols, 3.4 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
@@ -158,12 +143,7 @@ def plot_history(
         ax.grid(alpha=0.3)
     if len(runs) > 1:
         axes[0].legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
+    return save(fig, path, title, dpi)
 
 
 def plot_run(
@@ -261,9 +241,6 @@ def plot_tradeoff(
     """
     import json
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if isinstance(records, (str, os.PathLike)):
         records = json.loads(Path(records).read_text())
     recs = [r for r in records if _get(r, x) is not None and _get(r, y) is not None]
@@ -274,8 +251,7 @@ def plot_tradeoff(
         )
     panels = sorted({r.get(panel) for r in recs}, key=str) if panel else [None]
     groups = list(dict.fromkeys(str(r.get(group, "run")) for r in recs))
-    fig = Figure(figsize=(4.6 * len(panels) + 2.6, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.6 * len(panels) + 2.6, 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     colours = [f"C{i % 10}" for i in range(len(groups))]
     for ax, pv in zip(axes, panels, strict=True):
@@ -314,19 +290,4 @@ def plot_tradeoff(
             entries.setdefault(lab.split(" (n=")[0], (h, lab))
     handles, labels = zip(*entries.values(), strict=True)
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    if title:
-        fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
-
-
-from ._plot_diffusion import (  # noqa: E402, I001 (diffusion figures, kept in their own module)
-    plot_diffusion_digits as plot_diffusion_digits,
-    plot_diffusion_samples_2d as plot_diffusion_samples_2d,
-    plot_quality_vs_nfe as plot_quality_vs_nfe,
-    plot_reverse_trajectories as plot_reverse_trajectories,
-)
-
-__all__ += ["plot_diffusion_samples_2d", "plot_diffusion_digits", "plot_reverse_trajectories", "plot_quality_vs_nfe"]  # fmt: skip # noqa: E501
+    return save(fig, path, title, dpi)
