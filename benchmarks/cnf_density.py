@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -39,13 +40,15 @@ from _timing import time_interleaved  # noqa: E402
 import ndes  # noqa: E402
 
 DATASETS = ("moons", "circles", "wine", "8gaussians", "digits")
+TOYS = ("pinwheel", "2spirals")  # opt-in (--datasets), harder FFJORD toys
 METHODS = ("vanilla", "error", "rnode")
+BUDGET = "budget"  # opt-in: ErrorEstimate under BudgetWeight(target=0.5), driven by hand
 
 
 def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, test), standardised with the training statistics."""
-    if name == "8gaussians":  # FFJORD's toy, standardised like the others
-        x = np.asarray(ndes.data.toy_2d("8gaussians", n, key=jr.key(seed)), np.float64)
+    if name in ("8gaussians", *TOYS):  # FFJORD's toys, standardised like the others
+        x = np.asarray(ndes.data.toy_2d(name, n, key=jr.key(seed)), np.float64)
     elif name == "digits":  # bits/dim: see load_logdet
         d = ndes.data.load_digits_density(seed=seed)
         return d.x_train, d.x_test
@@ -56,7 +59,7 @@ def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     elif name == "wine":
         x = load_wine().data[:, :4]
     else:
-        raise ValueError(f"dataset={name!r} must be one of {DATASETS}.")
+        raise ValueError(f"dataset={name!r} must be one of {DATASETS + TOYS}.")
     x = np.random.default_rng(seed).permutation(x)
     cut = int(0.8 * len(x))
     train, test = x[:cut], x[cut:]
@@ -78,30 +81,47 @@ def regularizers(method: str, weight: float) -> tuple:
         return (ndes.ErrorEstimate(weight),)
     if method == "rnode":
         return (ndes.CNFKineticEnergy(weight), ndes.CNFJacobianFrobenius(weight))
+    if method == BUDGET:  # unit weight: the budget's weight multiplies it in train()
+        return (ndes.ErrorEstimate(1.0),)
     raise ValueError(f"method={method!r} must be one of {METHODS}.")
 
 
-def train(model, data, method, weight, steps, batch, seed):
-    opt = optax.adam(3e-3)
+def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0):
+    """Adam on the mean NLL (+ penalty). `method="budget"`: ErrorEstimate's weight is set by
+    `ndes.BudgetWeight(target=0.5)` (warm-up 40 % of the steps) from each step's NFE, the
+    optax-style `init_state` / `update` pair. `log_every > 0` prints the step's NFE and NLL."""
+    opt = optax.adam(lr)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     regs = regularizers(method, weight)
+    budget = ndes.BudgetWeight(target=0.5, warmup=max(1, int(0.4 * steps)))
+    bstate = budget.init_state(jnp.float32) if method == BUDGET else None
 
     @eqx.filter_jit
-    def step(model, state, xb, key):
+    def step(model, state, bstate, xb, key):
         def loss(m):
             out = m.log_prob(xb, key, regularizers=regs)
-            return -jnp.mean(out.ys) + out.penalty
+            nll = -jnp.mean(out.ys)
+            if bstate is None:
+                return nll + out.penalty, (nll, out.stats["num_fevals"], out.penalty)
+            w = jax.lax.stop_gradient(bstate.weight)
+            return nll + w * out.penalty, (nll, out.stats["num_fevals"], out.penalty)
 
-        val, g = eqx.filter_value_and_grad(loss)(model)
+        (_, (nll, nfe, pen)), g = eqx.filter_value_and_grad(loss, has_aux=True)(model)
         upd, state = opt.update(g, state)
-        return eqx.apply_updates(model, upd), state, val
+        if bstate is not None:
+            bstate = budget.update(bstate, nfe, nll, pen)
+        return eqx.apply_updates(model, upd), state, bstate, nll, nfe
 
     rng = np.random.default_rng(seed)
     key = jr.key(seed)
     t = time.perf_counter()
     for i in range(steps):
         xb = jnp.asarray(data[rng.integers(0, len(data), batch)])
-        model, state, _ = step(model, state, xb, jr.fold_in(key, i))
+        model, state, bstate, nll, nfe = step(model, state, bstate, xb, jr.fold_in(key, i))
+        if log_every and (i % log_every == 0 or i == steps - 1):
+            w = "" if bstate is None else f" weight {float(bstate.weight):.3g}"
+            msg = f"  [{method}] step {i}: train NLL {float(nll):.3f}, NFE {int(nfe)}{w}"
+            print(msg, flush=True)
     jax.block_until_ready(model)
     return model, time.perf_counter() - t
 
@@ -214,26 +234,37 @@ def table(records, over) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS + TOYS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, BUDGET))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--weight", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
     p.add_argument("--width", type=int, default=None)
+    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP field")
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--n", type=int, default=None, help="points per 2-D data set")
+    p.add_argument("--log-every", type=int, default=0, help="print train NFE every k steps")
     p.add_argument("--no-overhead", action="store_true", help="skip the timing table")
     p.add_argument("--out", default=None, help="write results.json here (a directory)")
     a = p.parse_args(argv)
     steps = a.steps or (3 if a.quick else 400)
     n, batch, width = (200, 64, 16) if a.quick else (4000, 256, 32)
-    width = a.width or width
+    width, n = a.width or width, a.n or n
+    pid = diffrax.PIDController(rtol=a.rtol, atol=a.atol)
     records = []
     for seed in a.seeds or [a.seed]:
         for name in a.datasets:
             tr, te = load(name, seed, n)
-            init = ndes.CNF.mlp(tr.shape[1], width, 2, key=jr.key(seed))
+            init = ndes.CNF.mlp(
+                tr.shape[1], width, a.depth, key=jr.key(seed), stepsize_controller=pid
+            )
             for method in a.methods:
-                model, secs = train(init, tr, method, a.weight, steps, batch, seed)
+                model, secs = train(
+                    init, tr, method, a.weight, steps, batch, seed, a.lr, a.log_every
+                )
                 rec = {"data": name, "method": method, "seed": seed, "steps": steps}
                 rec["train_s"] = secs
                 rec.update(evaluate(model, te, seed, test_logdet(name, seed)))
@@ -242,12 +273,15 @@ def main(argv=None) -> int:
     over = []
     if not a.no_overhead:
         x = jnp.asarray(load(a.datasets[0], a.seed, n)[0][:batch])
-        model = ndes.CNF.mlp(x.shape[1], width, 2, key=jr.key(a.seed))
+        model = ndes.CNF.mlp(
+            x.shape[1], width, a.depth, key=jr.key(a.seed), stepsize_controller=pid
+        )
         over = overhead(model, x, 3 if a.quick else 20)
     text = table(records, over)
     print(
         f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__}, steps={steps}, batch={batch}, weight={a.weight}\n"
+        f"jax {jax.__version__}, steps={steps}, batch={batch}, weight={a.weight}, "
+        f"width={width}, depth={a.depth}, rtol={a.rtol}, atol={a.atol}, lr={a.lr}\n"
     )
     print(text)
     if a.out:
