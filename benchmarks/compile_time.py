@@ -2,10 +2,14 @@
 LatentSDE, a stable SDE (NeuralLSDE), printed as a table.
 
 A train step is `jax.jit` of value_and_grad of the model's loss plus an Adam update, as
-`ndes.fit` runs it. For each model the script times, in a fresh jit: tracing + lowering
-(`jit(...).lower(...)`, Python time: the model, diffrax's loop, the regularizer plumbing),
-XLA compilation (`.compile()`), and one steady-state step after it, so that "first call"
-= trace + compile + one step. Sizes (float32): NODE MLP 2->64->64->2, batch 256, Tsit5 +
+`ndes.fit` runs it. For each model the script times, in a fresh jit: tracing
+(`jit(...).trace(...)`, Python time: the model, diffrax's loop, the regularizer plumbing),
+lowering to StableHLO (`.lower()`), XLA compilation (`.compile()`), and one step after it,
+so that "first call" = trace + lower + compile + one step; it also prints the traced
+program's size (jaxpr equations, counting those in loop bodies, and StableHLO characters).
+The "raw diffrax" row is the NODE row's step written with plain `diffrax.diffeqsolve` (same
+field, solver, controller, saving, adjoint, loss, update), so the two rows split the NODE
+compile time into diffrax's own and ndes's wrapping. Sizes (float32): NODE MLP 2->64->64->2, batch 256, Tsit5 +
 PID; NCDE hidden 32, 3 channels, length 50, batch 128, Hermite cubic, Midpoint 50 fixed
 steps; NSDE MLP 4->64->4, batch 256, Euler--Maruyama 50 steps; LatentSDE data 1, latent 4,
 hidden/context 16/8, 50 steps, batch 32 (`elbo_batch`, joint); NeuralLSDE hidden 16, batch
@@ -61,6 +65,37 @@ def node_case(q):
     ts = jnp.linspace(0.0, 1.0, 2, dtype=jnp.float32)
     y0 = jr.normal(jr.PRNGKey(2), (B, 2), jnp.float32)
     return _step(lambda mm, k: jnp.mean(mm(ts, y0).ys[:, -1] ** 2), m)
+
+
+def raw_node_case(q):
+    """The NODE row's train step with plain `diffrax.diffeqsolve`: the same MLP (the
+    model's own field, vmapped over the batch as `JointField` does), Tsit5, PID, `SaveAt(ts)`,
+    recursive-checkpoint adjoint, max_steps, loss and Adam update; no ndes counters, checks
+    or regularizer plumbing."""
+    B, W = (8, 8) if q else (256, 64)
+    node = NeuralODE.mlp(2, W, 2, key=jr.PRNGKey(0))
+    field = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, node.vector_field
+    )
+    ts = jnp.linspace(0.0, 1.0, 2, dtype=jnp.float32)
+    y0 = jr.normal(jr.PRNGKey(2), (B, 2), jnp.float32)
+
+    def loss(f, k):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: jax.vmap(f, in_axes=(None, 0, None))(t, y, a)),
+            diffrax.Tsit5(),
+            ts[0],
+            ts[-1],
+            None,
+            y0,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
+            max_steps=4096,
+        )
+        return jnp.mean(jnp.swapaxes(sol.ys, 0, 1)[:, -1] ** 2)
+
+    return _step(loss, field)
 
 
 def ncde_case(q):
@@ -134,6 +169,7 @@ def stable_case(q):
 
 CASES = [
     ("NeuralODE (Tsit5, PID, joint)", node_case),
+    ("NeuralODE step, raw diffrax", raw_node_case),
     ("NeuralCDE (Midpoint 50, joint)", ncde_case),
     ("NeuralSDE (Euler 50, joint)", nsde_case),
     ("LatentSDE (Euler 50, elbo_batch)", latent_case),
@@ -141,18 +177,38 @@ CASES = [
 ]
 
 
+def _count_eqns(jaxpr) -> int:
+    """Equations in a jaxpr, counting those inside sub-jaxprs (loop bodies, custom rules)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += 1
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, tuple | list) else (v,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    n += _count_eqns(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    n += _count_eqns(sub)
+    return n
+
+
 def measure(build, quick):
+    """Seconds to trace, lower, compile and run one step; jaxpr equations; StableHLO chars."""
     jitted, args = build(quick)
     t = time.perf_counter()
-    lowered = jitted.lower(*args)
+    traced = jitted.trace(*args)
     t_trace = time.perf_counter() - t
+    t = time.perf_counter()
+    lowered = traced.lower()
+    t_lower = time.perf_counter() - t
     t = time.perf_counter()
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t
     t = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     t_step = time.perf_counter() - t
-    return t_trace, t_compile, t_step
+    n_eqns = _count_eqns(traced.jaxpr.jaxpr)
+    n_hlo = len(lowered.as_text())
+    return t_trace, t_lower, t_compile, t_step, n_eqns, n_hlo
 
 
 def main(argv=None):
@@ -164,12 +220,19 @@ def main(argv=None):
         f"jax {jax.__version__} ({jax.default_backend()}), diffrax {diffrax.__version__}, "
         f"equinox {eqx.__version__}; float32; {'--quick sizes' if a.quick else 'full sizes'}"
     )
-    print(f"{'train step':34s} {'trace+lower s':>13s} {'compile s':>10s} {'first call s':>12s}")
+    print(
+        f"{'train step':34s} {'trace s':>8s} {'lower s':>8s} {'compile s':>10s} "
+        f"{'first call s':>12s} {'jaxpr eqns':>10s} {'HLO chars':>10s}"
+    )
     for name, build in CASES:
         if a.only and a.only.lower() not in name.lower():
             continue
-        tr, co, st = measure(build, a.quick)
-        print(f"{name:34s} {tr:13.2f} {co:10.2f} {tr + co + st:12.2f}", flush=True)
+        tr, lo, co, st, ne, nh = measure(build, a.quick)
+        print(
+            f"{name:34s} {tr:8.2f} {lo:8.2f} {co:10.2f} {tr + lo + co + st:12.2f} "
+            f"{ne:10d} {nh:10d}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
