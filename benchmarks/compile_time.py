@@ -9,11 +9,11 @@ so that "first call" = trace + lower + compile + one step; it also prints the tr
 program's size (jaxpr equations, counting those in loop bodies, and StableHLO characters).
 The "raw diffrax" row is the NODE row's step written with plain `diffrax.diffeqsolve` (same
 field, solver, controller, saving, adjoint, loss, update), so the two rows split the NODE
-compile time into diffrax's own and ndes's wrapping. Sizes (float32): NODE MLP 2->64->64->2, batch 256, Tsit5 +
-PID; NCDE hidden 32, 3 channels, length 50, batch 128, Hermite cubic, Midpoint 50 fixed
-steps; NSDE MLP 4->64->4, batch 256, Euler--Maruyama 50 steps; LatentSDE data 1, latent 4,
-hidden/context 16/8, 50 steps, batch 32 (`elbo_batch`, joint); NeuralLSDE hidden 16, batch
-64, 50 steps, a cubic control path. `--quick`: tiny sizes, same code paths.
+compile time into diffrax's own and ndes's wrapping. Sizes (float32): NODE MLP 2->64->64->2,
+batch 256, Tsit5 + PID; NCDE hidden 32, 3 channels, length 50, batch 128, Hermite cubic,
+Midpoint 50 fixed steps; NSDE MLP 4->64->4, batch 256, Euler--Maruyama 50 steps; LatentSDE
+data 1, latent 4, hidden/context 16/8, 50 steps, batch 32 (`elbo_batch`, joint); NeuralLSDE
+hidden 16, batch 64, 50 steps, a cubic control path. `--quick`: tiny sizes, same code paths.
 Run: `python benchmarks/compile_time.py` (each row runs in this process, one after another;
 XLA's compile cache is in-process only, so every row compiles from scratch).
 """
