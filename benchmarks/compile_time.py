@@ -15,7 +15,9 @@ Midpoint 50 fixed steps; NSDE MLP 4->64->4, batch 256, Euler--Maruyama 50 steps;
 data 1, latent 4, hidden/context 16/8, 50 steps, batch 32 (`elbo_batch`, joint); NeuralLSDE
 hidden 16, batch 64, 50 steps, a cubic control path. `--quick`: tiny sizes, same code paths.
 Run: `python benchmarks/compile_time.py` (each row runs in this process, one after another;
-XLA's compile cache is in-process only, so every row compiles from scratch).
+XLA's compile cache is in-process only, so every row compiles from scratch; the first row
+also pays the process's one-time costs, so compare two rows each in a fresh process with
+`--only`, e.g. `--only raw` and `--only tsit5`).
 """
 
 from __future__ import annotations
@@ -192,8 +194,11 @@ def _count_eqns(jaxpr) -> int:
 
 
 def measure(build, quick):
-    """Seconds to trace, lower, compile and run one step; jaxpr equations; StableHLO chars."""
+    """Seconds to trace, lower, compile and run one step; CPU seconds of this process (all
+    threads) for trace + lower + compile, less sensitive to other jobs on a shared machine;
+    jaxpr equations; StableHLO characters."""
     jitted, args = build(quick)
+    c = time.process_time()
     t = time.perf_counter()
     traced = jitted.trace(*args)
     t_trace = time.perf_counter() - t
@@ -203,33 +208,44 @@ def measure(build, quick):
     t = time.perf_counter()
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t
+    cpu = time.process_time() - c
     t = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     t_step = time.perf_counter() - t
     n_eqns = _count_eqns(traced.jaxpr.jaxpr)
     n_hlo = len(lowered.as_text())
-    return t_trace, t_lower, t_compile, t_step, n_eqns, n_hlo
+    return t_trace, t_lower, t_compile, t_step, cpu, n_eqns, n_hlo
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--only", default=None, help="run the rows whose name contains this")
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="turn on JAX's persistent compilation cache in this folder (every entry kept); "
+        "a second run then loads each row's executable instead of compiling it",
+    )
     a = ap.parse_args(argv)
+    if a.cache_dir:
+        jax.config.update("jax_compilation_cache_dir", a.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), diffrax {diffrax.__version__}, "
         f"equinox {eqx.__version__}; float32; {'--quick sizes' if a.quick else 'full sizes'}"
     )
     print(
         f"{'train step':34s} {'trace s':>8s} {'lower s':>8s} {'compile s':>10s} "
-        f"{'first call s':>12s} {'jaxpr eqns':>10s} {'HLO chars':>10s}"
+        f"{'first call s':>12s} {'cpu s':>6s} {'jaxpr eqns':>10s} {'HLO chars':>10s}"
     )
     for name, build in CASES:
         if a.only and a.only.lower() not in name.lower():
             continue
-        tr, lo, co, st, ne, nh = measure(build, a.quick)
+        tr, lo, co, st, cpu, ne, nh = measure(build, a.quick)
         print(
-            f"{name:34s} {tr:8.2f} {lo:8.2f} {co:10.2f} {tr + lo + co + st:12.2f} "
+            f"{name:34s} {tr:8.2f} {lo:8.2f} {co:10.2f} {tr + lo + co + st:12.2f} {cpu:6.2f} "
             f"{ne:10d} {nh:10d}",
             flush=True,
         )
