@@ -9,6 +9,12 @@ A second table times one forward `log_prob` and one train step with RNODE's free
 (`CNFKineticEnergy` + `CNFJacobianFrobenius`) and with the standalone `ndes.JacobianFrobenius`
 against plain FFJORD.
 
+Opt-in: FFJORD's harder toys (`--datasets pinwheel 2spirals`), the model and solver
+(`--width --depth --rtol --atol --lr`), `--methods budget` (ErrorEstimate under
+`BudgetWeight(target=0.5)`), `--log-every k` (the training NFE). Vanilla's NFE grows during
+training with `--datasets 2spirals --steps 3000 --width 64 --depth 3 --rtol 1e-5 --atol 1e-5`
+(docs/results.md, CNF section).
+
     python benchmarks/cnf_density.py            # full (a few CPU minutes)
     python benchmarks/cnf_density.py --quick    # seconds-scale smoke run (used by a test)
 """

@@ -245,3 +245,23 @@ def test_density_benchmark_quick_mode(tmp_path):
     for r in res["records"]:
         assert np.isfinite(r["test_nll"]) and r["nfe_log_prob"] > 0 and r["nfe_sample"] > 0
     assert len(res["overhead"]) == 3 and "| moons | rnode |" in res["table"]
+
+
+@pytest.mark.slow
+def test_density_benchmark_opt_in_flags(tmp_path):
+    """The harder toy, the model/solver flags and the hand-driven BudgetWeight method run."""
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    bench = pytest.importorskip("cnf_density")
+    argv = ["--quick", "--datasets", "2spirals", "--methods", "budget", "--depth", "1"]
+    argv += ["--rtol", "1e-4", "--steps", "2", "--log-every", "1", "--no-overhead"]
+    assert bench.main([*argv, "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    (r,) = res["records"]
+    assert r["method"] == "budget" and r["data"] == "2spirals"
+    assert np.isfinite(r["test_nll"]) and r["nfe_log_prob"] > 0
+    with pytest.raises(ValueError, match="dataset="):
+        bench.load("nope", 0, 10)
