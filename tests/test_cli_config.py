@@ -114,6 +114,18 @@ def _with(**changes):
             _with(model={"type": "cnf", "divergence": "trace"}),
             r"config key 'model.divergence' must be one of",
         ),
+        (
+            _with(data={"name": "toy_2d"}, model={"type": "diffusion"}),
+            r"config key 'model.flow_samples' must be > 0 with regularizers on a diffusion model",
+        ),
+        (
+            _with(data={"name": "toy_2d"}, model={"type": "diffusion", "sde": "subvp"}),
+            r"config key 'model.sde' must be one of",
+        ),
+        (
+            _with(data={"name": "digits"}, model={"type": "diffusion"}, regularizers=[]),
+            r"'data.name' = 'digits' is not supported with model.type = 'diffusion'",
+        ),
     ],
 )
 def test_config_validation_names_the_key(raw, match):
@@ -343,7 +355,7 @@ def _tiny_cnf_run(tmp_path, name, overrides, model_overrides):
     from ndes.cli import main
 
     raw = tomllib.loads((ROOT / "examples" / "configs" / name).read_text())
-    assert load_config(ROOT / "examples" / "configs" / name).model.type == "cnf"
+    assert load_config(ROOT / "examples" / "configs" / name).model.type in ("cnf", "diffusion")
     raw.update(steps=2, log_every=1, **overrides)
     raw.pop("eval_every", None)  # evaluated once, at the end
     raw.pop("checkpoint_every", None)
@@ -391,3 +403,20 @@ def test_cnf_digits_config_trains_and_plots(tmp_path):
     np.testing.assert_allclose(last["loss"], last["nll"] / (64 * math.log(2)), rtol=1e-5)
     assert "eval_bits_per_dim" in last
     assert (run / "samples.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # compile + 2 DSM steps + DPM-Solver samples: ~20 s on the shared CPU
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("diffusion_8gaussians.toml", {"batch_size": 64, "eval_batch_size": 64}),
+        ("diffusion_digits.toml", {"batch_size": 32}),
+    ],
+)
+def test_diffusion_configs_train_and_plot(tmp_path, name, overrides):
+    import numpy as np
+
+    run, recs = _tiny_cnf_run(tmp_path, name, overrides, {"width": 8})
+    assert [r["step"] for r in recs if "loss" in r][:2] == [1, 2]
+    assert np.isfinite(recs[-1]["loss"]) and "eval_loss" in recs[-1]
+    assert (run / "samples.png").stat().st_size > 0 and (run / "history.png").is_file()

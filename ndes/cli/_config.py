@@ -103,7 +103,13 @@ class TrainConfig(Table):
                     f"computation and needs model.type = 'cnf'; for model.type = {m.type!r} use "
                     f"{r.type.removeprefix('CNF')!r}."
                 )
-        if m.solver == "Euler":
+        if m.type == "diffusion" and self.regularizers and m.flow_samples == 0:
+            raise ConfigError(
+                "config key 'model.flow_samples' must be > 0 with regularizers on a diffusion "
+                "model: score matching takes no solve, so the regularizers act on a "
+                "probability-flow ODE solve from that many prior draws per step (e.g. 64)."
+            )
+        if getattr(m, "solver", None) == "Euler":
             for i, r in enumerate(self.regularizers):
                 if r.type in NEEDS_ERROR_ESTIMATE:
                     raise ConfigError(

@@ -39,6 +39,7 @@ from ndes.models import (
 from ndes.train import BudgetWeight, classification_loss, cnf_nll_loss, solution_aux
 
 from ._config import ConfigError, TrainConfig
+from ._jobs_diffusion import diffusion_figures, diffusion_model
 from ._schema import OptimizerSpec
 
 __all__ = ["Job", "Task", "build_job", "build_regularizer", "DATA_BUILDERS", "MODEL_BUILDERS"]
@@ -293,6 +294,7 @@ MODEL_BUILDERS: dict[str, Callable[..., tuple[Any, Callable, str]]] = {
     "neural_cde": _neural_cde,
     "stable_sde": _stable_sde,
     "cnf": _cnf,
+    "diffusion": diffusion_model,
 }
 
 # ---- regularizers, optimiser, the job ----------------------------------------------------------
@@ -345,15 +347,19 @@ def build_job(cfg: TrainConfig) -> Job:
     _check_batch_size(cfg, task.train)
     opt = _optimizer(cfg.optimizer, cfg.steps)
     density = task.kind == "density"
-    figures = functools.partial(_density_figures, task, cfg.seed) if density else None
+    figures = None
+    if density:
+        draw = diffusion_figures if cfg.model.type == "diffusion" else _density_figures
+        figures = functools.partial(draw, task, cfg.seed, cfg.model)
     return Job(
         model, task.train, task.test, loss, opt, regs, f"{task.description}, {desc}", figures
     )
 
 
-def _density_figures(task: Task, seed: int, model, run_dir) -> list:
+def _density_figures(task: Task, seed: int, spec, model, run_dir) -> list:
     """A CNF job's plots: density heat map beside data and samples (2-D), or a grid of
     sampled digits (`ndes.plot`)."""
+    del spec
     from pathlib import Path
 
     from ndes.plot import plot_density_2d, plot_digit_samples

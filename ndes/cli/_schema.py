@@ -281,7 +281,26 @@ class CNFModel(_ODESolved):
     probe: Literal["gaussian", "rademacher"] = "gaussian"
 
 
-MODEL_SPECS = (NeuralODEModel, NeuralCDEModel, StableSDEModel, CNFModel)
+class DiffusionModel(Table):
+    """`ndes.diffusion.ScoreModel`: a `ScoreMLP` bound to a VP or VE SDE, trained by
+    denoising score matching (`ndes.diffusion.DSMLoss`); with `flow_samples > 0` the loss
+    also solves the probability-flow ODE with the regularizers."""
+
+    accepts: ClassVar[tuple[str, ...]] = ("density",)
+    type: Literal["diffusion"]
+    sde: Literal["vp", "ve"] = "vp"
+    schedule: Literal["linear", "cosine"] = "linear"
+    width: PositiveInt = 128
+    depth: NonNegativeInt = 3
+    parametrisation: Literal["noise", "score"] = "noise"
+    weighting: Literal["sigma2", "likelihood", "none"] = "sigma2"
+    eps: PositiveNumber = 1e-5
+    flow_samples: NonNegativeInt = 0
+    flow_rtol: PositiveNumber = 1e-3
+    sample_nfe: PositiveInt = 20
+
+
+MODEL_SPECS = (NeuralODEModel, NeuralCDEModel, StableSDEModel, CNFModel, DiffusionModel)
 MODEL_TYPES = _tags(MODEL_SPECS, "type")
 
 # ---- [optimizer], [[regularizers]] ------------------------------------------------------------
