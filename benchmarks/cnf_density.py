@@ -1,7 +1,9 @@
 """Density estimation with ndes.CNF (FFJORD): vanilla vs ErrorEstimate vs RNODE's free terms.
 
-Data (nothing downloaded): scikit-learn's `make_moons`, `make_circles` (2-D) and four
-standardised columns of `load_wine` (4-D tabular; train statistics only). Every method trains
+Data (nothing downloaded; the default list): scikit-learn's `make_moons`, `make_circles`
+(2-D), four standardised columns of `load_wine` (4-D tabular; train statistics only),
+FFJORD's 8 Gaussians (`ndes.data.toy_2d`) and the 64-d digits in bits/dim
+(`ndes.data.load_digits_density`). Every method trains
 the same model (`CNF.mlp`, Hutchinson, Tsit5, PID rtol=1e-3 atol=1e-5, joint batch) for the
 same number of Adam steps (the budget), then reports the test NLL in nats (exact divergence),
 the NFE of one `log_prob` solve of the test set and of one `sample` solve of 512 draws.
