@@ -106,6 +106,15 @@ def _batched(fn):
     return jax.vmap(fn, in_axes=(None, 0))
 
 
+def _reverse_em_step(sde, score, x, t, t_next, key):
+    """One Euler--Maruyama step of the reverse-time SDE from `t` down to `t_next`; returns
+    the next state and its noise-free mean (the last step's output)."""
+    dt = t - t_next
+    g = sde.diffusion(t)
+    mean = x - (sde.drift(t, x) - g**2 * score(t, x)) * dt
+    return mean + g * jnp.sqrt(dt) * jr.normal(key, x.shape, x.dtype), mean
+
+
 def reverse_sde_sample(
     model: ScoreModel,
     key: PRNGKeyArray,
@@ -134,10 +143,7 @@ def reverse_sde_sample(
 
     def step(x, inp):
         t, t_next, k = inp
-        dt = t - t_next
-        g = sde.diffusion(t)
-        mean = x - (sde.drift(t, x) - g**2 * score(t, x)) * dt
-        return mean + g * jnp.sqrt(dt) * jr.normal(k, x.shape, x.dtype), mean
+        return _reverse_em_step(sde, score, x, t, t_next, k)
 
     keys = jr.split(k1, steps)
     x, means = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys))
@@ -195,9 +201,7 @@ def pc_sample(
         kc, kp = jr.split(k)
         dt = t - t_next
         x = corrector(x, t, dt, kc)
-        g = sde.diffusion(t)
-        mean = x - (sde.drift(t, x) - g**2 * score(t, x)) * dt
-        return mean + g * jnp.sqrt(dt) * jr.normal(kp, x.shape, x.dtype), mean
+        return _reverse_em_step(sde, score, x, t, t_next, kp)
 
     x, means = jax.lax.scan(step, x, (ts[:-1], ts[1:], jr.split(k1, steps)))
     return SamplerOutput(means[-1], jnp.asarray(steps * (1 + m)))
