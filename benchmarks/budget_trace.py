@@ -5,6 +5,7 @@ loss, NFE, weight and budget every 10 steps, then test accuracy and NFE.
     python benchmarks/budget_trace.py GunPoint budget
     python benchmarks/budget_trace.py JapaneseVowels budget '{"warmup": 0.15}'
     python benchmarks/budget_trace.py GunPoint vanilla
+    python benchmarks/budget_trace.py GunPoint weight=0.1     # ErrorEstimate(0.1) throughout
 
 The third argument is JSON of `BudgetWeight` keywords (besides `target=0.5`).
 """
@@ -32,7 +33,10 @@ def main(problem: str, method: str, kw: dict, steps: int = 200, seed: int = 0) -
     data, train_s, test_s, _ = U._load(problem, 0.0, seed, cfg)
     train, test = U._prepare(train_s), U._prepare(test_s)
     model = U._build("ncde", train["coeffs"][0].shape[-1], data.num_classes, jax.random.key(seed))
-    regs = (ndes.ErrorEstimate(),) if method != "vanilla" else ()
+    if method.startswith("weight="):  # a fixed ErrorEstimate weight, on from step 0
+        regs = (ndes.ErrorEstimate(float(method.split("=")[1])),)
+    else:
+        regs = (ndes.ErrorEstimate(),) if method != "vanilla" else ()
     budget = ndes.BudgetWeight(target=0.5, **kw).for_steps(steps) if method == "budget" else None
     warm = max(1, min(50, steps // 10))
     opt = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 1e-2, warm, steps))
