@@ -13,7 +13,18 @@ class Solution(diffrax.Solution):
 
     A `diffrax.Solution` (so `ts`, `ys`, `stats`, `result`, `evaluate`, `derivative`,
     `solver_state`, `controller_state`, `made_jump` and `event_mask` mean exactly what they
-    mean in diffrax, and `isinstance(sol, diffrax.Solution)` holds), plus:
+    mean in diffrax, and `isinstance(sol, diffrax.Solution)` holds), with
+
+    - `t0`, `t1`: scalars, the start and end of the region of integration (as diffrax
+      reports them: the requested end even when an `event` stopped the solve earlier).
+      With `ndes.RandomEndTime`, `t1` is the sampled end time the solve actually ran to.
+    - `interpolation`: the dense output (a `diffrax.AbstractPath` over `[t0, t1]`, read
+      through `evaluate` / `derivative`) when `saveat=diffrax.SaveAt(dense=True)`, else
+      `None`. With integral regularizers (`KineticEnergy`, `JacobianFrobenius`,
+      `TaylorDerivative`) it is a wrapper of diffrax's path that returns the user's state
+      only, without the penalty accumulators.
+
+    plus:
 
     - `penalty`: scalar, the weighted sum of every regularizer's value; differentiable.
       Zero when no regularizers were given; NaN (as is every `penalty_terms` value) when the

@@ -142,6 +142,42 @@ def diffeqsolve(
     regularizers, the accepted/rejected step sequence and `ys` are still identical (the
     regularizers only read what the solver computes anyway).
 
+    **Arguments passed through to `diffrax.diffeqsolve`** (same meaning and defaults; see
+    diffrax's docstring for the detail):
+
+    - `terms`: the terms of the equation, e.g. `diffrax.ODETerm(f)` with
+      `f(t, y, args) -> dy/dt`, or a `diffrax.MultiTerm` of drift and diffusion for an SDE.
+    - `solver`: the solver, e.g. `diffrax.Tsit5()`; `stats["num_fevals"]` is exact for the
+      solvers `ndes.supports_feval_count` accepts and absent otherwise.
+    - `t0`, `t1`: start and end of the integration (in the units of the vector field's
+      `t`); `t1 < t0` integrates backwards. `RandomEndTime` replaces `t1` by a sampled end
+      time, and the returned `Solution.t1` is that sampled time.
+    - `dt0`: the first step size (every step's for a constant step size), with the sign of
+      `t1 - t0`; `None` lets an adaptive controller choose. Checked here (see Raises).
+    - `y0`: the initial state, any PyTree of arrays; the penalty has the floating dtype of
+      its leaves (the default float if none is floating).
+    - `args`: extra arguments passed to the vector field (default `None`).
+    - `saveat`: which times to save (default `diffrax.SaveAt(t1=True)`); `ys`, `ts` and a
+      dense `interpolation` hold the user's state only (no integral-regularizer
+      accumulators); `solver_state` / `controller_state` are returned only when requested
+      here, with ndes's own bookkeeping removed.
+    - `stepsize_controller`: step-size control (default `diffrax.ConstantStepSize()`);
+      e.g. `diffrax.PIDController(rtol=1e-3, atol=1e-6)`. With integral regularizers
+      their accumulators are excluded from its error norm (supported for
+      `diffrax.PIDController`, optionally inside `diffrax.ClipStepSizeController`, and
+      non-adaptive controllers).
+    - `adjoint`: how to differentiate (default `diffrax.RecursiveCheckpointAdjoint()`;
+      see Gradients below).
+    - `event`: a `diffrax.Event` that stops the solve early (default `None`).
+    - `max_steps`: the most steps before the solve fails (default 4096); `None` for no
+      limit (not with `SaveAt(steps=True)` or `SaveAt(dense=True)`).
+    - `throw`: raise on a failed solve (default `True`); with `False` inspect `result`
+      (and see Returns for the penalty of a failed solve).
+    - `progress_meter`: a `diffrax.AbstractProgressMeter` (default none).
+    - `solver_state`, `controller_state`, `made_jump`: state from a previous solve (from
+      `SaveAt(solver_state=True)` etc.) to continue it; default `None`. The FSAL cost of
+      the first step is counted accordingly.
+
     **Arguments (beyond diffrax's):**
 
     - `regularizers`: a tuple of ndes regularizers, in any combination, e.g.

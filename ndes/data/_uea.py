@@ -68,8 +68,21 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class UEADataset:
-    """A loaded set. `mean`/`std` (C,) are the train statistics used to standardise (in the
-    units of the raw data; computed even when `standardise=False`)."""
+    """A loaded set, as `load_uea` returns it: a frozen dataclass of host NumPy data.
+
+    - `name`: the set's name as aeon ships it (e.g. `"BasicMotions"`).
+    - `train`, `test`: the two `Split`s as aeon ships them (aeon's own train/test
+      partition, not re-split), both padded to the same length `L` (the longest series of
+      either split), after dropping observations and (by default) standardising.
+    - `num_classes`: number of distinct labels over both splits; `labels` lie in
+      `0 .. num_classes-1`.
+    - `channels`: `C`, the number of raw channels of each series (before any feature
+      construction such as `prepare_cde`'s `D = 2 C + 1`).
+    - `mean`, `std` `(C,)` float64: the per-channel train statistics used to standardise,
+      NaN-aware, computed after dropping observations, in the units of the raw data
+      (computed even when `standardise=False`; a channel with zero spread gets `std = 1`).
+      Map standardised values back with `values * std + mean`.
+    """
 
     name: str
     train: Split

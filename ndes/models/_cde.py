@@ -94,11 +94,15 @@ class NeuralCDE(eqx.Module):
     - `out_size`: readout size (number of classes, or regression targets).
     - `width`, `depth`: the vector field MLP's hidden width and hidden layers.
     - `key`: PRNG key.
-    - `initial_width`, `initial_depth`: the initial map $\xi$; `initial_depth=0` (default)
-      makes it linear, otherwise an MLP.
+    - `initial_width`, `initial_depth`: the initial map $\xi$ from `C` channels to `H`;
+      `initial_depth=0` (default) makes it linear, otherwise an `eqx.nn.MLP` (ReLU) with
+      `initial_depth` hidden layers of width `initial_width` (default 32).
     - `interpolation`: `diffrax.CubicInterpolation` (default) or
-      `diffrax.LinearInterpolation`.
+      `diffrax.LinearInterpolation` (the class, not an instance).
     - `activation`: hidden activation of the vector field MLP (default `softplus`).
+    - `dtype`: floating dtype of every weight and bias ($\xi$, $f_\theta$, $\ell_\theta$;
+      default `None`: JAX's default float, float32 unless `jax_enable_x64`). Pass data of
+      the same dtype.
     - `settings`: an `ndes.models.SolverSettings`, or its fields as keywords (replacing
       single fields): `solver`, `stepsize_controller`, `adjoint`, `max_steps` as in
       `diffrax.diffeqsolve` (default `Tsit5` with `PIDController(rtol=1e-3, atol=1e-6)`,

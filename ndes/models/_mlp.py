@@ -16,19 +16,25 @@ class MLPVectorField(eqx.Module):
     """`f(t, y) = scale * MLP([t, y])` (or `MLP(y)` when `time_input=False`).
 
     Works on a single state `y` of shape `(in_size,)`; use `jax.vmap` (or the models'
-    joint-batch mode) for batches. `out_size` defaults to `in_size`; set it for CDE/SDE fields
-    whose output is a matrix, and reshape with `out_shape`.
+    joint-batch mode) for batches. The output has shape `out_shape`, by default
+    `(in_size,)`; set it for CDE/SDE fields whose output is a matrix (the MLP outputs
+    `prod(out_shape)` numbers, reshaped row-major).
 
     **Arguments:**
 
-    - `in_size`: state dimension.
-    - `width`, `depth`: hidden width and number of hidden layers.
+    - `in_size`: state dimension `n` (>= 1).
+    - `width`, `depth`: hidden width (>= 1) and number of hidden layers (>= 0; 0 is one
+      linear layer).
     - `key`: PRNG key for the initialisation.
-    - `time_input`: concatenate `t` to the input.
+    - `time_input`: concatenate the scalar `t` in front of `y` (input size `n + 1`);
+      default `False`.
     - `activation`: hidden activation (default `jax.nn.softplus`).
-    - `final_activation`: applied to the output (e.g. `jnp.tanh` for bounded fields).
+    - `final_activation`: applied to the output before `scale` (e.g. `jnp.tanh` for bounded
+      fields); default the identity.
     - `out_shape`: output shape; defaults to `(in_size,)`.
-    - `scale`: constant output scale.
+    - `scale`: constant (static, not trained) output scale; default `1.0`.
+    - `dtype`: floating dtype of the MLP's weights and biases (default `None`: JAX's default
+      float, float32 unless `jax_enable_x64`). `t` is cast to the dtype of `y`.
     """
 
     mlp: eqx.nn.MLP

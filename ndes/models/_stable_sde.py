@@ -82,16 +82,31 @@ class AbstractStableSDE(eqx.Module):
 
     **Arguments:**
 
-    - `hidden_size`: latent dimension `n` of $z$.
-    - `width`, `depth`: hidden width and hidden layers of the drift MLP $\gamma$ (ReLU).
-    - `key`: PRNG key for the initialisation.
-    - `input_channels`: channels `C` of the controlled path $X$; `None` for an
-      autonomous model (then pass `z0`).
-    - `out_size`: size of the linear readout of $z(t_1)$; `None` for no readout.
+    - `hidden_size`: latent dimension `n` of $z$ (a positive int); the state, drift and
+      diagonal diffusion all have shape `(n,)` per sample.
+    - `width`, `depth`: hidden width (>= 1) and number of hidden layers (>= 0) of the drift
+      MLP $\gamma$ (ReLU activations, linear output of size `n`). Its input is
+      `[sin t, cos t]` (LNSDE, GSDE only), then $z$, then $X_t$ (when `input_channels` is
+      set): size `n + 2 + C` (LNSDE, GSDE) or `n + C` (LSDE). The noise network
+      $\sigma(t)$ is fixed at two layers `2 -> n -> n` with ReLU after each (the code's
+      `2NN(t)`).
+    - `key`: PRNG key for the initialisation (split four ways: drift MLP, noise network,
+      $\xi$, readout).
+    - `input_channels`: channels `C` of the controlled path $X$; `None` (default) for an
+      autonomous model (then pass `z0`). When set, $\xi$ is a linear map `C -> n` giving
+      the default $z_0 = \xi(X_{t_0})$.
+    - `out_size`: size of the linear readout `n -> out_size` of $z(t_1)$ (e.g. the number
+      of classes, for logits); `None` (default) for no readout (then the call returns the
+      saved states).
     - `bounded`: `True` (default) bounds drift and diffusion with tanh as the authors' code
       does; `False` uses the paper's unbounded formulas.
-    - `theta`: initial value of the diffusion scale's logit $\theta$.
-    - `sde_type`: `"ito"` (default, as the paper); the solver must converge to it.
+    - `theta`: initial value (default `1.0`) of the learnable scalar logit $\theta$; the
+      bounded diffusion is scaled by $\mathrm{sigmoid}(\theta) \in (0, 1)$ (about 0.73 at
+      the default). Unused when `bounded=False` (it stays a parameter, with zero gradient).
+    - `sde_type`: `"ito"` (default, as the paper) or `"stratonovich"`; the solver must
+      converge to it (checked at construction; for LSDE's additive noise both agree).
+    - `dtype`: floating dtype of every weight, bias and $\theta$ (default `None`: JAX's
+      default float, float32 unless `jax_enable_x64`).
     - `settings`, `sde`, or their fields as keywords (`solver`, default `diffrax.Euler()`,
       any solver `ndes.NeuralSDE` accepts for `sde_type`; `stepsize_controller`,
       `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`, `max_steps`,

@@ -60,8 +60,24 @@ def plot_posterior_and_forecast(
 
 
 def plot_training(path, elbos, nfes, labels=("vanilla",)):
-    """ELBO and NFE per posterior solve over training; `elbos`, `nfes` are lists (one per run)
-    of `(steps,)`."""
+    """ELBO and NFE per posterior solve over training, one line per run, two panels side by
+    side, saved as a PNG (as `examples/latent_sde_airline.py` draws it).
+
+    **Arguments:**
+
+    - `path`: output PNG path (parent folders are created).
+    - `elbos`: a sequence with one entry per run, each a `(steps,)` array-like of the
+      training ELBO at every step (e.g. the first value `ndes.LatentSDE.elbo` returns);
+      plotted as given, without smoothing or negating.
+    - `nfes`: a sequence with one entry per run, each `(steps,)`: the number of vector-field
+      evaluations of the posterior solve at every step (e.g. `stats["num_fevals"]`).
+      Within a run, `elbos` and `nfes` entries may differ in length; the x axis is the
+      index in each array (labelled "step").
+    - `labels`: one legend label per run (default `("vanilla",)`, i.e. a single run);
+      `elbos`, `nfes` and `labels` must have the same length (else `ValueError`).
+
+    **Returns:** the `matplotlib.figure.Figure` (displayed by a notebook).
+    """
     fig = new_figure(9, 3.5, layout=None)
     axs = fig.subplots(1, 2)
     for e, n, lab in zip(elbos, nfes, labels, strict=True):

@@ -64,6 +64,24 @@ class Problem(eqx.Module):
 
     `bind(problem)` reads what it needs from here (e.g. `ErrorEstimate` takes its tolerances
     from `stepsize_controller`, `JacobianFrobenius` draws its probe shaped like `y0`).
+
+    **Fields** (each exactly as the user passed it to `ndes.diffeqsolve`, before ndes wraps
+    anything; see that function and `diffrax.diffeqsolve` for their meaning):
+
+    - `terms`: the PyTree of `diffrax.AbstractTerm`s (the unaugmented vector field).
+    - `solver`: the `diffrax.AbstractSolver` (unwrapped).
+    - `t0`, `t1`: start and end time as passed (`t1` is the requested end, not the one a
+      `RandomEndTime` samples); `t1 < t0` for a backward solve.
+    - `y0`: the initial state PyTree (its leaves' shapes, dtype and batch axis are what
+      the checks read).
+    - `args`: the extra arguments of the vector field.
+    - `saveat`: the `diffrax.SaveAt`.
+    - `stepsize_controller`: the `diffrax.AbstractStepSizeController` (`ErrorEstimate` reads
+      its default tolerances from an adaptive one such as `diffrax.PIDController`).
+    - `adjoint`: the `diffrax.AbstractAdjoint` (penalties refuse
+      `diffrax.BacksolveAdjoint`, which cannot differentiate them).
+    - `event`: the `diffrax.Event` or `None` (default).
+    - `solver_state`, `controller_state`: the states to continue from, or `None` (default).
     """
 
     terms: PyTree
@@ -86,6 +104,20 @@ class StepInfo(eqx.Module):
     All arrays are those of the solver's own step (diffrax's normalised time direction:
     `t1 >= t0`). `dense_info` is the solver's dense output (for Runge--Kutta methods
     `dense_info["k"]` holds the stage increments `h * f_i`, stacked along axis 0).
+
+    **Fields** (the arguments and outputs of one call of `solver.step`):
+
+    - `terms`: the terms the solver steps (diffrax's, which for a backward solve are
+      wrapped to run forward in the normalised time).
+    - `solver`: the user's solver (without ndes's wrapper).
+    - `t0`, `t1`: scalar start and end of the attempted step, `t1 >= t0`; the step size is
+      `t1 - t0` (in the units of `t`).
+    - `y0`, `y1`: the state at the start of the step and the solver's proposal at its end,
+      PyTrees shaped like the user's `y0` (in an augmented solve, the user's part only).
+    - `y_error`: the solver's embedded local error estimate, shaped like `y0`, or `None`
+      for a solver without one.
+    - `dense_info`: dict of the solver's dense-output arrays (see above).
+    - `args`: the extra arguments of the vector field.
     """
 
     terms: PyTree
@@ -109,10 +141,13 @@ class AbstractRegularizer(eqx.Module):
       negative, infinite or NaN number, a string, an array of more than one element) raises
       `ValueError` at construction; a schedule's value is checked when the solve runs
       (`eqx.error_if`: negative or non-finite raises).
-    - `batch_axis`, `batch_size` (static): `None` treats the state as one trajectory. When
-      the state is a batch of trajectories solved jointly as one state (every leaf has the
-      batch along `batch_axis`), the value is the mean over trajectories of the
-      per-trajectory value. `per_trajectory(batch_size)` sets them (the models call it).
+    - `batch_axis`, `batch_size` (static; both `None` by default in the concrete classes):
+      `batch_axis=None` treats the state as one trajectory. When the state is a batch of
+      trajectories solved jointly as one state, `batch_axis` (a non-negative int) is the
+      axis of every state leaf that indexes the trajectories, and the value is the mean
+      over trajectories of the per-trajectory value. `batch_size` (an int >= 1, only with
+      `batch_axis`) is the number of trajectories along it, checked against the state; `None`
+      reads it off the state. `per_trajectory(batch_size)` sets them (the models call it).
 
     **Method every regularizer implements:** `bind(problem) -> regularizer`, the one check.
 

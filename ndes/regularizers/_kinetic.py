@@ -100,6 +100,10 @@ class JacobianFrobenius(AbstractIntegralRegularizer):
     - `probe`: `"gaussian"` (default) or `"rademacher"` (lower variance).
     - `batch_axis`, `batch_size`: as in `ndes.KineticEnergy` (per-trajectory mean of a joint
       solve; the probe has independent entries for every trajectory).
+    - `eps`: not an argument to set: leave it `None` (the default). `bind` (called by
+      `ndes.diffeqsolve`) overwrites it with the probe $\varepsilon$ drawn from `key` -- a
+      PyTree shaped like `y0`, with `y0`'s dtypes and i.i.d. standard normal or $\pm 1$
+      entries -- held fixed for that solve.
 
     **Reference:** Finlay, Jacobsen, Nurbekyan, Oberman, "How to train your neural ODE: the
     world of Jacobian and kinetic regularization", ICML 2020; Hutchinson, "A stochastic
