@@ -2,6 +2,8 @@
 corrupted and mismatched checkpoints."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -78,6 +80,37 @@ def test_crash_after_leaves_before_metadata(tmp_path, monkeypatch):
     # The orphan leaves file does not block a later save of that step.
     save_checkpoint(tmp_path, _state_at(4))
     assert int(load_checkpoint(tmp_path, _state_at(0))[0].step) == 4
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    """A writer killed between writing its temporary file and `os.replace` leaves
+    `.step_*.tmp-PID` behind; the next save removes it (the writer is dead) and keeps the
+    finished checkpoints, other writers' temps and unrelated files."""
+    save_checkpoint(tmp_path, _state_at(3))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = child.pid
+    stale = [
+        tmp_path / f".step_000000004.eqx.tmp-{dead}",
+        tmp_path / f".step_000000004.json.tmp-{dead}",
+    ]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    alive = tmp_path / f".step_000000004.eqx.tmp-{os.getppid()}"  # a running process
+    unrelated = [tmp_path / f".notes.tmp-{dead}", tmp_path / f"step_000000004.eqx.tmp-{dead}"]
+    for p in [alive, *unrelated]:
+        p.write_bytes(b"keep")
+    finished = {p.name: p.read_bytes() for p in tmp_path.glob("step_000000003.*")}
+    assert sorted(finished) == ["step_000000003.eqx", "step_000000003.json"]
+    save_checkpoint(tmp_path, _state_at(5), keep_last=None)
+    for p in stale:
+        assert not p.exists(), p
+    for p in [alive, *unrelated]:
+        assert p.read_bytes() == b"keep", p
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("step_000000003.*")} == finished
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 5]
+    loaded, _ = load_checkpoint(tmp_path / "step_000000003.json", _state_at(0))
+    assert int(loaded.step) == 3
 
 
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path):

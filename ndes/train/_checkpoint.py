@@ -9,7 +9,9 @@ Layout of a checkpoint directory (one pair of files per saved step):
 A checkpoint exists if and only if its `.json` file exists: the leaves are written to a
 temporary file and moved into place with `os.replace` first, the metadata second, so a
 crash at any point leaves either the complete new checkpoint or none of it (plus, at
-worst, an orphan `.eqx` with no `.json`, which is ignored and may be overwritten).
+worst, an orphan `.eqx` with no `.json`, which is ignored and may be overwritten, and a
+temporary file `.step_<step>.<eqx|json>.tmp-<pid>` of the killed writer, which the next
+`save_checkpoint` in that directory removes once process `<pid>` no longer runs).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = [
 
 FORMAT = "ndes-checkpoint/1"
 _NAME = re.compile(r"^step_(\d{9,})\.json$")
+# The temporary files of `_write_atomic` for a checkpoint's two files.
+_TEMP = re.compile(r"^\.step_\d{9,}\.(?:eqx|json)\.tmp-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -126,6 +130,51 @@ def _write_atomic(path: Path, data: bytes, *, pause: tuple[int, str] | None = No
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (`kill(pid, 0)` sends no signal)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:  # cannot tell: keep its files
+        return True
+    return True
+
+
+def _remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files left in `directory` by checkpoint writers that died
+    mid-write (e.g. SIGKILL), and return their paths.
+
+    Only names `.step_<step>.eqx.tmp-<pid>` / `.step_<step>.json.tmp-<pid>` (what
+    `save_checkpoint` writes before its atomic `os.replace`) are considered, and only when
+    process `<pid>` is not this one and no longer exists; complete checkpoints, orphan
+    `.eqx` files and every other file are never touched. The check is by process id on this
+    machine, so a directory shared by writers on several machines is not supported (nor is
+    it otherwise: the step names would collide).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        m = _TEMP.match(p.name)
+        if m is None or not p.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:  # removed concurrently
+            continue
+        removed.append(p)
+    return sorted(removed)
+
+
 def _to_host(state: TrainState) -> TrainState:
     return jax.tree_util.tree_map(
         lambda x: np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x, state
@@ -155,12 +204,16 @@ def save_checkpoint(
 
     Raises `CheckpointError` if a complete checkpoint for this step already exists
     (checkpoints are never overwritten). If writing fails part-way (disk full, a crash,
-    an exception from `os.replace`), the previous checkpoints are untouched.
+    an exception from `os.replace`), the previous checkpoints are untouched. Before
+    writing, the temporary files `.step_*.tmp-<pid>` left in `directory` by writers that
+    were killed mid-write (process `<pid>` no longer running) are removed, so a resumed
+    run does not accumulate them; finished checkpoints are never touched.
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last={keep_last} must be >= 1 or None (keep every checkpoint).")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(d)
     step = int(state.step)
     stem = _stem(step)
     leaves_path, meta_path = d / f"{stem}.eqx", d / f"{stem}.json"
@@ -206,7 +259,20 @@ def _fix(meta_path: Path) -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata dict of a checkpoint (`.json` or its `.eqx`)."""
+    """The metadata dict of one checkpoint, read without loading (or verifying) its leaves.
+
+    **Arguments:** `path`: the checkpoint's `.json` metadata file or its `.eqx` leaves file
+    (the suffix is replaced by `.json`); not a directory (use `latest_checkpoint` first).
+
+    **Returns:** the parsed JSON dict as `save_checkpoint` wrote it: `"format"`
+    (`"ndes-checkpoint/1"`), `"step"` (int), `"leaves_file"` (the `.eqx` name), `"size"`
+    (bytes) and `"sha256"` (hex) of the leaves file, `"config_hash"`, `"structure"` (a
+    list of `[path, shape, dtype]` per array leaf), `"versions"` (package -> version),
+    `"saved_at"` (UTC, ISO 8601), plus any `extra` keys given to `save_checkpoint`.
+
+    Raises `CheckpointError`, naming the file and the fix, when the metadata file is
+    missing, is not valid JSON, or is not an ndes checkpoint of this format.
+    """
     meta_path = Path(path).with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
