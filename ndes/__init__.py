@@ -58,3 +58,45 @@ from .train import FitResult as FitResult
 from .train import fit as fit
 
 __version__ = "0.1.0"
+
+# The public re-exports (the subpackages `ndes.data`, `ndes.diffusion`, `ndes.plot`,
+# `ndes.train` are public too, documented by their own names; docs/api/*.md lists these).
+__all__ = [
+    # solve
+    "diffeqsolve",
+    "supports_feval_count",
+    "Solution",
+    "GridBrownianPath",
+    # regularizers
+    "AbstractRegularizer",
+    "AbstractStepRegularizer",
+    "AbstractLocalRegularizer",
+    "AbstractIntegralRegularizer",
+    "AbstractEndTime",
+    "ErrorEstimate",
+    "StiffnessEstimate",
+    "LocalErrorEstimate",
+    "LocalStiffnessEstimate",
+    "KineticEnergy",
+    "JacobianFrobenius",
+    "TaylorDerivative",
+    "CNFKineticEnergy",
+    "CNFJacobianFrobenius",
+    "RandomEndTime",
+    # models
+    "NeuralODE",
+    "NeuralCDE",
+    "NeuralSDE",
+    "NeuralLSDE",
+    "NeuralLNSDE",
+    "NeuralGSDE",
+    "LatentSDE",
+    "CNF",
+    "MLPVectorField",
+    "ModelOutput",
+    # training
+    "fit",
+    "FitResult",
+    "BudgetWeight",
+    "CheckpointError",
+]

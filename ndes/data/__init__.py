@@ -28,3 +28,27 @@ from ._uea import UEADataset as UEADataset
 from ._uea import available_uea as available_uea
 from ._uea import load_uea as load_uea
 from ._uea import prepare_cde as prepare_cde
+
+__all__ = [
+    # real data sets (offline)
+    "load_uea",
+    "available_uea",
+    "UEADataset",
+    "Split",
+    "prepare_cde",
+    "CDEData",
+    "load_digits",
+    "load_digits_density",
+    "DigitsDensity",
+    # synthetic
+    "spirals",
+    "lotka_volterra",
+    "ornstein_uhlenbeck",
+    "toy_2d",
+    "TOY_2D_NAMES",
+    # missingness and features
+    "drop_observations",
+    "cde_features",
+    "hermite_coefficients",
+    "linear_coefficients",
+]
