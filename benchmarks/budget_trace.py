@@ -6,6 +6,7 @@ loss, NFE, weight and budget every 10 steps, then test accuracy and NFE.
     python benchmarks/budget_trace.py JapaneseVowels budget '{"warmup": 0.15}'
     python benchmarks/budget_trace.py GunPoint vanilla
     python benchmarks/budget_trace.py GunPoint weight=0.1     # ErrorEstimate(0.1) throughout
+    python benchmarks/budget_trace.py GunPoint KineticEnergy:0.001   # any ndes regularizer
 
 The third argument is JSON of `BudgetWeight` keywords (besides `target=0.5`).
 """
@@ -33,7 +34,10 @@ def main(problem: str, method: str, kw: dict, steps: int = 200, seed: int = 0) -
     data, train_s, test_s, _ = U._load(problem, 0.0, seed, cfg)
     train, test = U._prepare(train_s), U._prepare(test_s)
     model = U._build("ncde", train["coeffs"][0].shape[-1], data.num_classes, jax.random.key(seed))
-    if method.startswith("weight="):  # a fixed ErrorEstimate weight, on from step 0
+    if ":" in method:  # Regularizer:weight, e.g. StiffnessEstimate:0.1, on from step 0
+        name, w = method.split(":")
+        regs = (getattr(ndes, name)(float(w)),)
+    elif method.startswith("weight="):  # a fixed ErrorEstimate weight, on from step 0
         regs = (ndes.ErrorEstimate(float(method.split("=")[1])),)
     else:
         regs = (ndes.ErrorEstimate(),) if method != "vanilla" else ()
