@@ -27,7 +27,18 @@ __all__ = ["diffeqsolve", "supports_feval_count"]
 
 
 def supports_feval_count(solver, terms, t0=0.0, t1=1.0, y0=None, args=None) -> bool:
-    """Whether `ndes.diffeqsolve` reports an exact `stats["num_fevals"]` for this solver."""
+    """Whether `ndes.diffeqsolve` reports an exact `stats["num_fevals"]` for this solver.
+
+    **Arguments:** `solver` and `terms` as they would be passed to `ndes.diffeqsolve`
+    (the answer depends on them: explicit Runge--Kutta methods with one Butcher tableau,
+    `Euler`, `EulerHeun`, `ReversibleHeun`, additive-noise SRKs such as `ShARK` and `SRA1`,
+    and `diffrax.HalfSolver` around any of these are counted exactly). `t0`, `t1`, `y0`,
+    `args` (defaults `0.0`, `1.0`, `None`, `None`) are handed to the terms'
+    `is_vf_expensive` check, which decides the first-same-as-last cost of a Runge--Kutta
+    step, not whether counting is exact; pass the solve's own when at hand.
+
+    **Returns:** a Python `bool`.
+    """
     return feval_cost(solver, terms, t0, t1, y0, args) is not None
 
 

@@ -115,8 +115,21 @@ def load_uea(
     (computed after dropping), applied to both splits. Series of unequal length are padded
     to the longest (NaN values, increasing times; `lengths` says where each ends).
 
-    `name`: any classification set that aeon ships (`ndes.data.available_uea()` lists them:
-    univariate and multivariate, equal and unequal length). Raises `ValueError` for a name
+    **Arguments:**
+
+    - `name`: any classification set that aeon ships (`ndes.data.available_uea()` lists
+      them: univariate and multivariate, equal and unequal length).
+    - `missing`: fraction in `[0, 1)` of each series' time points dropped (all channels
+      set to NaN together, `round(missing * length)` points, never the first), as
+      `drop_observations` does (default `0.0`: none).
+    - `seed`: seed of the drop mask (train `seed`, test `seed + 1`; default `0`).
+    - `standardise`: `True` (default) subtracts the train `mean` and divides by the train
+      `std` per channel, in both splits; `False` returns the raw values (the statistics are
+      still in the result).
+
+    **Returns:** a `UEADataset`.
+
+    Raises `ValueError` for a name
     aeon does not ship (nothing is downloaded) or `missing` outside [0, 1).
     """
     shipped = available_uea()

@@ -356,7 +356,12 @@ class NeuralLSDE(AbstractStableSDE):
     $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
     Itô = Stratonovich and the additive-noise SRK solvers `diffrax.ShARK`/`SRA1`/`SEA`
     apply). Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\sigma(t))$.
-    See `AbstractStableSDE` for the arguments.
+    The drift MLP's input is `[z, X_t]` (no time features).
+
+    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
+    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
+    fields as keywords) -- each as documented in `AbstractStableSDE`. With additive noise
+    both `sde_type`s give the same solution, so any SDE solver is accepted.
 
     For adaptive solves prefer `solver=diffrax.ShARK()` (with `sde_type="stratonovich"`):
     its error estimate sees only the drift, so it takes far fewer steps than `Heun`
@@ -377,7 +382,11 @@ class NeuralLNSDE(AbstractStableSDE):
     r"""Linear-noise stable neural SDE (Oh, Lee & Park 2024, eq. LNSDE):
     $\mathrm{d}z = \gamma(t, z, X_t)\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
     Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$.
-    See `AbstractStableSDE` for the arguments."""
+    The drift MLP's input is `[sin t, cos t, z, X_t]`.
+
+    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
+    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
+    fields as keywords) -- each as documented in `AbstractStableSDE`."""
 
     time_input = True
     additive = False
@@ -395,8 +404,12 @@ class NeuralGSDE(AbstractStableSDE):
     $\mathrm{d}z = \gamma(t, z, X_t) \odot z\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
     Bounded version (the authors' code): drift $\tanh(\gamma \odot \tanh z)$, diffusion
     $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$. With $z_0 \ne 0$ componentwise, the
-    unbounded geometric SDE keeps each component's sign. See `AbstractStableSDE` for the
-    arguments."""
+    unbounded geometric SDE keeps each component's sign. The drift MLP's input is
+    `[sin t, cos t, z, X_t]`.
+
+    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
+    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
+    fields as keywords) -- each as documented in `AbstractStableSDE`."""
 
     time_input = True
     additive = False

@@ -51,6 +51,10 @@ class AbstractIntegralRegularizer(AbstractRegularizer):
     (`batch_axis` set), `rate` must be the batch *sum*; it is divided by the batch size
     here, so that the penalty is the per-trajectory mean. (Unlike a step value, `rate` is not
     vmapped per trajectory: the vector field and its VJP are evaluated on the whole batch.)
+
+    **Fields a subclass declares:** `weight`, `batch_axis`, `batch_size` as in
+    `AbstractRegularizer` (`batch_size`, when given, is checked against the state's batch
+    axis; otherwise the divisor is read off the state).
     """
 
     needs_vjp: eqx.AbstractClassVar[bool]

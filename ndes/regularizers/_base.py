@@ -146,8 +146,9 @@ class AbstractRegularizer(eqx.Module):
       trajectories solved jointly as one state, `batch_axis` (a non-negative int) is the
       axis of every state leaf that indexes the trajectories, and the value is the mean
       over trajectories of the per-trajectory value. `batch_size` (an int >= 1, only with
-      `batch_axis`) is the number of trajectories along it, checked against the state; `None`
-      reads it off the state. `per_trajectory(batch_size)` sets them (the models call it).
+      `batch_axis`) is the number of trajectories along it, checked against the state;
+      `None` reads it off the state (a per-step `aggregate="max"` needs it given).
+      `per_trajectory(batch_size)` sets them (the models call it).
 
     **Method every regularizer implements:** `bind(problem) -> regularizer`, the one check.
 

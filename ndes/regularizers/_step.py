@@ -36,6 +36,12 @@ class AbstractStepRegularizer(AbstractRegularizer, AbstractStepHook):
 
     The same `step_value` also serves the local mechanism (`AbstractLocalRegularizer`), on
     one extra step from a sampled time.
+
+    **Fields a subclass declares:** `weight`, `batch_axis`, `batch_size` as in
+    `AbstractRegularizer` (here `batch_size` is required with `batch_axis` when
+    `aggregate="max"`); `aggregate` (static): `"sum"`, `"mean"` or `"max"` of the per-step
+    values over the accepted steps (`ndes.ErrorEstimate` and `ndes.StiffnessEstimate`
+    default to `"sum"`, as Pal et al. 2021).
     """
 
     aggregate: eqx.AbstractVar[Aggregate]
