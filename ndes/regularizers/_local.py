@@ -72,7 +72,7 @@ class AbstractLocalRegularizer(AbstractRegularizer):
 
     **Fields a subclass declares:** `weight`, `batch_axis`, `batch_size` as in
     `AbstractRegularizer` (a joint batch takes the estimate per trajectory and averages);
-    `sampling` (static): `"unbiased"` ($t_s \sim U(t_0, t_1)$, the concrete classes'
+    `sampling` (static): `"unbiased"` ($t_s \\sim U(t_0, t_1)$, the concrete classes'
     default) or `"biased"` ($t_s$ uniform over the accepted step start times, as Pal et al.
     2023); `key`: the PRNG key that draws $t_s$, required (`None` raises `ValueError`),
     fresh per training step.
