@@ -12,8 +12,11 @@ A second table times one forward `log_prob` and one train step with RNODE's free
 against plain FFJORD.
 
 Opt-in: FFJORD's harder toys (`--datasets pinwheel 2spirals`), the model and solver
-(`--width --depth --rtol --atol --lr`), `--methods budget` (ErrorEstimate under
-`BudgetWeight(target=0.5)`), `--log-every k` (the training NFE). Vanilla's NFE grows during
+(`--width --depth --rtol --atol --lr`), `--methods budget` / `budget0.7` (ErrorEstimate
+under `BudgetWeight(target=0.5)` / `0.7`), `stiffness` (`StiffnessEstimate`), `local`
+(`LocalErrorEstimate`, a fresh sample time per step), `taynode` (`TaylorDerivative`, K=2),
+`steer` (`RandomEndTime(b=--steer-b)`), every penalty at `--weight`; `--log-every k` (the
+training NFE). Vanilla's NFE grows during
 training with `--datasets 2spirals --steps 3000 --width 64 --depth 3 --rtol 1e-5 --atol 1e-5`
 (docs/results.md, CNF section).
 
@@ -50,7 +53,11 @@ import ndes  # noqa: E402
 DATASETS = ("moons", "circles", "wine", "8gaussians", "digits")
 TOYS = ("pinwheel", "2spirals")  # opt-in (--datasets), harder FFJORD toys
 METHODS = ("vanilla", "error", "rnode")
-BUDGET = "budget"  # opt-in: ErrorEstimate under BudgetWeight(target=0.5), driven by hand
+# opt-in: ErrorEstimate under BudgetWeight(target=...), driven by hand in train()
+BUDGETS = {"budget": 0.5, "budget0.7": 0.7}
+# opt-in (--methods): the other regularizers ndes has, each at --weight (STEER: --steer-b)
+EXTRA = ("stiffness", "local", "taynode", "steer")
+ALL_METHODS = (*METHODS, *EXTRA, *BUDGETS)
 
 
 def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,30 +89,51 @@ def test_logdet(name: str, seed: int) -> np.ndarray | None:
     return ndes.data.load_digits_density(seed=seed).logdet_test
 
 
-def regularizers(method: str, weight: float) -> tuple:
+def regularizers(method: str, weight: float, key=None, steer_b: float = 0.5) -> tuple:
+    """The regularizers of `method` at `weight`; `key` (fresh per train step) draws the
+    local regularizer's sample time and STEER's end time."""
     if method == "vanilla":
         return ()
     if method == "error":
         return (ndes.ErrorEstimate(weight),)
     if method == "rnode":
         return (ndes.CNFKineticEnergy(weight), ndes.CNFJacobianFrobenius(weight))
-    if method == BUDGET:  # unit weight: the budget's weight multiplies it in train()
+    if method == "stiffness":  # Shampine's estimate summed over the accepted steps
+        return (ndes.StiffnessEstimate(weight),)
+    if method == "local":  # one extra Tsit5 step from t_s ~ U(0, T), fresh per train step
+        return (ndes.LocalErrorEstimate(weight, key=_need_key(key, method)),)
+    if method == "taynode":  # K = 2 (the default), on the augmented state (z, l)
+        return (ndes.TaylorDerivative(weight),)
+    if method == "steer":  # end time ~ U(T - b, T + b), no penalty; weight unused
+        return (ndes.RandomEndTime(steer_b, key=_need_key(key, method)),)
+    if method in BUDGETS:  # unit weight: the budget's weight multiplies it in train()
         return (ndes.ErrorEstimate(1.0),)
-    raise ValueError(f"method={method!r} must be one of {METHODS}.")
+    raise ValueError(f"method={method!r} must be one of {ALL_METHODS}.")
 
 
-def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0):
-    """Adam on the mean NLL (+ penalty). `method="budget"`: ErrorEstimate's weight is set by
-    `ndes.BudgetWeight(target=0.5)` (warm-up 40 % of the steps) from each step's NFE, the
-    optax-style `init_state` / `update` pair. `log_every > 0` prints the step's NFE and NLL."""
+def _need_key(key, method: str):
+    if key is None:
+        raise ValueError(f"method={method!r} draws a random time per train step: pass key=.")
+    return key
+
+
+def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0, steer_b=0.5):
+    """Adam on the mean NLL (+ penalty). `method="budget"` (`"budget0.7"`): ErrorEstimate's
+    weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
+    each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
+    fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
+    step's NFE and NLL."""
     opt = optax.adam(lr)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
-    regs = regularizers(method, weight)
-    budget = ndes.BudgetWeight(target=0.5, warmup=max(1, int(0.4 * steps)))
-    bstate = budget.init_state(jnp.float32) if method == BUDGET else None
+    regularizers(method, weight, jr.key(0), steer_b)  # a bad method fails before compiling
+    target = BUDGETS.get(method, 0.5)
+    budget = ndes.BudgetWeight(target=target, warmup=max(1, int(0.4 * steps)))
+    bstate = budget.init_state(jnp.float32) if method in BUDGETS else None
 
     @eqx.filter_jit
     def step(model, state, bstate, xb, key):
+        regs = regularizers(method, weight, jr.fold_in(key, 1), steer_b)
+
         def loss(m):
             out = m.log_prob(xb, key, regularizers=regs)
             nll = -jnp.mean(out.ys)
@@ -243,9 +271,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS + TOYS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, BUDGET))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=ALL_METHODS)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--weight", type=float, default=0.01)
+    p.add_argument("--weight", type=float, default=0.01, help="every penalty's weight")
+    p.add_argument("--steer-b", type=float, default=0.5, help="STEER's half-width b (T = 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
     p.add_argument("--width", type=int, default=None)
@@ -271,9 +300,10 @@ def main(argv=None) -> int:
             )
             for method in a.methods:
                 model, secs = train(
-                    init, tr, method, a.weight, steps, batch, seed, a.lr, a.log_every
+                    init, tr, method, a.weight, steps, batch, seed, a.lr, a.log_every, a.steer_b
                 )
                 rec = {"data": name, "method": method, "seed": seed, "steps": steps}
+                rec["weight"] = a.steer_b if method == "steer" else a.weight
                 rec["train_s"] = secs
                 rec.update(evaluate(model, te, seed, test_logdet(name, seed)))
                 records.append(rec)
