@@ -54,6 +54,20 @@ def test_ode_shapes_and_vmap(getkey, mode):
     np.testing.assert_allclose(ys, out.ys, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["joint", "vmap"])
+def test_ode_two_times_match_a_finer_ts(getkey, mode):
+    # With two times NeuralODE saves t0 and t1 directly (a smaller program) instead of
+    # interpolating at `ts`; the step sequence and the end state are the same.
+    model = NeuralODE.mlp(3, 16, 2, key=getkey(), batch_mode=mode)
+    y0 = jr.normal(getkey(), (4, 3))
+    coarse = model(jnp.array([0.0, 1.0]), y0)
+    fine = model(jnp.linspace(0.0, 1.0, 5), y0)
+    assert coarse.ys.shape == (4, 2, 3)
+    np.testing.assert_allclose(coarse.ys[:, 0], y0)
+    np.testing.assert_allclose(coarse.ys[:, 1], fine.ys[:, -1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(coarse.stats["num_fevals"], fine.stats["num_fevals"])
+
+
 def test_ode_joint_equals_vmap_with_constant_steps(getkey):
     key = getkey()
     ts = jnp.linspace(0.0, 1.0, 5)

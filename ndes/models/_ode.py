@@ -129,6 +129,13 @@ class NeuralODE(eqx.Module):
         ts, y0 = check_inputs(ts, y0, "NeuralODE")
         check_field_state(self.vector_field, ts[0], y0, args, "NeuralODE")
 
+        # Two times are the start and the end: saving them directly, rather than interpolating
+        # at `ts`, gives the same `ys` with a ~20 % smaller compiled program (docs/benchmarks.md).
+        if ts.shape[0] == 2:
+            saveat = diffrax.SaveAt(t0=True, t1=True)
+        else:
+            saveat = diffrax.SaveAt(ts=ts)
+
         def solve(y, regs, joint, _):
             field = JointField(self.vector_field) if joint else self.vector_field
             return self.settings.diffeqsolve(
@@ -137,7 +144,7 @@ class NeuralODE(eqx.Module):
                 ts[-1],
                 y,
                 args,
-                saveat=diffrax.SaveAt(ts=ts),
+                saveat=saveat,
                 regularizers=regs,
                 train_step=train_step,
             )
