@@ -265,3 +265,34 @@ def test_density_benchmark_opt_in_flags(tmp_path):
     assert np.isfinite(r["test_nll"]) and r["nfe_log_prob"] > 0
     with pytest.raises(ValueError, match="dataset="):
         bench.load("nope", 0, 10)
+
+
+@pytest.mark.slow
+def test_density_benchmark_other_regularizers(tmp_path):
+    """The opt-in stiffness / local / TayNODE / STEER / second-budget methods train and
+    evaluate; a local or STEER method without a key and an unknown method are refused."""
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    bench = pytest.importorskip("cnf_density")
+    methods = ["stiffness", "local", "taynode", "steer", "budget0.7"]
+    argv = ["--quick", "--datasets", "moons", "--methods", *methods, "--depth", "1"]
+    argv += ["--steps", "2", "--steer-b", "0.3", "--no-overhead", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in res["records"]] == methods
+    for r in res["records"]:
+        assert np.isfinite(r["test_nll"]) and r["nfe_log_prob"] > 0 and r["nfe_sample"] > 0
+    assert [r["weight"] for r in res["records"]] == [0.01, 0.01, 0.01, 0.3, 0.01]
+    (local,) = bench.regularizers("local", 0.01, jr.key(0))
+    assert isinstance(local, ndes.LocalErrorEstimate) and local.weight == 0.01
+    (steer,) = bench.regularizers("steer", 0.01, jr.key(0), steer_b=0.3)
+    assert isinstance(steer, ndes.RandomEndTime) and steer.b == 0.3
+    with pytest.raises(ValueError, match="method='local' draws a random time"):
+        bench.regularizers("local", 0.01)
+    with pytest.raises(ValueError, match="method='steer' draws a random time"):
+        bench.regularizers("steer", 0.01)
+    with pytest.raises(ValueError, match="method='nope' must be one of"):
+        bench.regularizers("nope", 0.01)
