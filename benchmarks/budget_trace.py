@@ -8,7 +8,11 @@ loss, NFE, weight and budget every 10 steps, then test accuracy and NFE.
     python benchmarks/budget_trace.py GunPoint weight=0.1     # ErrorEstimate(0.1) throughout
     python benchmarks/budget_trace.py GunPoint KineticEnergy:0.001   # any ndes regularizer
 
-The third argument is JSON of `BudgetWeight` keywords (besides `target=0.5`).
+The third argument is JSON of `BudgetWeight` keywords (besides `target=0.5`); the fourth,
+JSON of run options (`steps`, `seed`, `lr`, `max_length`):
+
+    python benchmarks/budget_trace.py ArrowHead vanilla '{}' '{"steps": 600}'
+
 """
 
 import json
@@ -29,8 +33,16 @@ from _gen_common import SuiteConfig  # noqa: E402
 import ndes  # noqa: E402
 
 
-def main(problem: str, method: str, kw: dict, steps: int = 200, seed: int = 0) -> None:
-    cfg = SuiteConfig(steps=steps, max_length=64)
+def main(
+    problem: str,
+    method: str,
+    kw: dict,
+    steps: int = 200,
+    seed: int = 0,
+    lr: float = 1e-2,
+    max_length: int = 64,
+) -> None:
+    cfg = SuiteConfig(steps=steps, max_length=max_length)
     data, train_s, test_s, _ = U._load(problem, 0.0, seed, cfg)
     train, test = U._prepare(train_s), U._prepare(test_s)
     model = U._build("ncde", train["coeffs"][0].shape[-1], data.num_classes, jax.random.key(seed))
@@ -43,7 +55,7 @@ def main(problem: str, method: str, kw: dict, steps: int = 200, seed: int = 0) -
         regs = (ndes.ErrorEstimate(),) if method != "vanilla" else ()
     budget = ndes.BudgetWeight(target=0.5, **kw).for_steps(steps) if method == "budget" else None
     warm = max(1, min(50, steps // 10))
-    opt = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 1e-2, warm, steps))
+    opt = optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, warm, steps))
     t = time.perf_counter()
     res = ndes.fit(model, train, U._loss_fn, opt, key=jax.random.key(seed + 1000),
                    batch_size=min(32, len(train["label"])), steps=steps, regularizers=regs,
@@ -65,4 +77,5 @@ def main(problem: str, method: str, kw: dict, steps: int = 200, seed: int = 0) -
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})
+    run = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}  # steps, seed, lr, max_length
+    main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}, **run)
