@@ -97,7 +97,10 @@ class BudgetWeight(eqx.Module):
     **Arguments:**
 
     - `target`: the budget as a fraction of the unregularized NFE, in (0, 1] (e.g. 0.5).
-      Give exactly one of `target` and `target_nfe`.
+      Give exactly one of `target` and `target_nfe`. The reference is the NFE measured up
+      to the start (the end of the warm-up), not the cost unregularized training would end
+      at: where that cost keeps growing after the start, the budget is a fraction of an
+      earlier, smaller cost.
     - `target_nfe`: the budget as an absolute NFE per solve (> 0).
     - `lr`: $\eta$, the raise per step at $e = 1$ (> 0; default 0.1: at twice the budget
       the weight doubles in 10 steps).
