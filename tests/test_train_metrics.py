@@ -52,3 +52,27 @@ def test_metrics_jsonl_one_line_per_logged_step(tmp_path):
     # A second run into the same log refuses to overwrite it.
     with pytest.raises(FileExistsError, match="already exists"):
         _fit(steps=2, log_path=log)
+
+
+def test_resume_removes_stale_temp_files_of_dead_writers(tmp_path):
+    # A resume rewrite killed before its os.replace leaves `.<log>.tmp-PID`; the next
+    # resume removes it once PID is gone, keeps a live writer's temp, and trims the log.
+    import os
+    import subprocess
+    import sys
+
+    from ndes.train._metrics import MetricsWriter
+
+    log = tmp_path / "m.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    stale = tmp_path / f".m.jsonl.tmp-{child.pid}"
+    alive = tmp_path / f".m.jsonl.tmp-{os.getppid()}"
+    for p in (stale, alive):
+        p.write_text("half a log")
+    w = MetricsWriter(log, resume_step=2)
+    w.close()
+    assert not stale.exists()
+    assert alive.read_text() == "half a log"
+    assert [r["step"] for r in read_metrics(log)] == [1, 2]
