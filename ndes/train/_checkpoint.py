@@ -145,13 +145,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files left in `directory` by checkpoint writers that died
-    mid-write (e.g. SIGKILL), and return their paths.
+def _remove_stale_temps(
+    directory: str | os.PathLike, pattern: re.Pattern[str] = _TEMP
+) -> list[Path]:
+    """Delete the temporary files left in `directory` by writers that died mid-write (e.g.
+    SIGKILL), and return their paths.
 
-    Only names `.step_<step>.eqx.tmp-<pid>` / `.step_<step>.json.tmp-<pid>` (what
-    `save_checkpoint` writes before its atomic `os.replace`) are considered, and only when
-    process `<pid>` is not this one and no longer exists; complete checkpoints, orphan
+    Only names matching `pattern`, whose group 1 is the writer's pid (default: the
+    `.step_<step>.eqx.tmp-<pid>` / `.step_<step>.json.tmp-<pid>` that `save_checkpoint`
+    writes before its atomic `os.replace`; the metrics log passes its own) are considered,
+    and only when process `<pid>` is not this one and no longer exists; complete checkpoints, orphan
     `.eqx` files and every other file are never touched. The check is by process id on this
     machine, so a directory shared by writers on several machines is not supported (nor is
     it otherwise: the step names would collide).
@@ -161,7 +164,7 @@ def _remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
         return []
     removed = []
     for p in d.iterdir():
-        m = _TEMP.match(p.name)
+        m = pattern.match(p.name)
         if m is None or not p.is_file():
             continue
         pid = int(m.group(1))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._checkpoint import _pid_alive
+from ._checkpoint import _remove_stale_temps
 
 __all__ = ["read_metrics", "MetricsWriter"]
 
@@ -67,8 +68,9 @@ class MetricsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.previous: list[dict[str, Any]] = []
-        if resume_step is not None:
-            self._remove_stale_temps()
+        if resume_step is not None:  # a resume rewrite killed before its os.replace
+            own = re.compile(rf"^\.{re.escape(self.path.name)}\.tmp-(\d+)$")
+            _remove_stale_temps(self.path.parent, own)
         if resume_step is not None and self.path.exists():
             kept = list(_lines_upto(self.path, resume_step))
             tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -81,16 +83,6 @@ class MetricsWriter:
                 "run, or choose another log_path/run_dir (logs are never overwritten)."
             )
         self._f = open(self.path, "a")
-
-    def _remove_stale_temps(self) -> None:
-        """Delete `.<name>.tmp-<pid>` files of resume rewrites killed before their
-        `os.replace` (process `<pid>` gone); the log itself is never touched."""
-        prefix = f".{self.path.name}.tmp-"
-        for p in self.path.parent.glob(prefix + "*"):
-            pid = p.name[len(prefix) :]
-            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
-                continue
-            p.unlink(missing_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
         self._f.write(json.dumps(_clean(record)) + "\n")
