@@ -8,11 +8,15 @@ steps), predictor--corrector (Langevin corrector), the probability-flow ODE (Tsi
 tolerances), DPM-Solver-2/3 at 10 and 20 NFE. Every number is the mean +- std over seeds (each
 seed trains its own model). The row "data vs data" is the floor: two independent held-out sets.
 
-With `--finetune`, each trained model is fine-tuned further for `--finetune-steps` steps twice:
-plain DSM (the control) and DSM + `ndes.ErrorEstimate` (or, with `--regularizer local`,
-`ndes.LocalErrorEstimate`) on the probability-flow ODE of 64 prior draws per step
-(`DSMLoss(flow_samples=64)`), and the adaptive probability-flow NFE and quality of both are
-reported.
+With `--finetune`, each trained model is fine-tuned further for `--finetune-steps` steps (fresh
+Adam at `--finetune-lr`): plain DSM (the control) and, per weight in `--weights`, DSM +
+`ndes.ErrorEstimate` (`--regularizer local`: `ndes.LocalErrorEstimate`, `stiffness`:
+`ndes.StiffnessEstimate`) on the probability-flow ODE of 64 prior draws per step
+(`DSMLoss(flow_samples=64)`). With `--joint`, one model per weight is instead trained from
+scratch for the same `--steps` with DSM + the regularizer, and compared with the plain model.
+Each variant's adaptive probability-flow NFE and quality (and DPM-Solver-2/3 at 20 NFE) are
+reported, with per-seed NFE ratios against its control; `--out DIR` writes all as JSON.
+`--skip-samplers` leaves out the sampler table of the base models.
 
 With `--data digits`, the same samplers run on scikit-learn's 8x8 digits
 (`ndes.data.load_digits_density`, 64-d, `ScoreMLP(64, 256, 3)`); quality is measured by a
@@ -24,11 +28,14 @@ samples' predicted classes; plus the test NLL in bits/dim by the probability-flo
     python benchmarks/diffusion_sampling.py            # full (CPU minutes)
     python benchmarks/diffusion_sampling.py --quick    # seconds-scale smoke run (used by a test)
     python benchmarks/diffusion_sampling.py --data digits --seeds 1 --plot docs/img
+    python benchmarks/diffusion_sampling.py --finetune --weights 0.1 1 --skip-samplers --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import platform
 import sys
@@ -139,9 +146,9 @@ class Digits:
         return bpd, float(out.nfe), m, tol
 
 
-def train(model, data, steps, key, loss=None, regularizers=()):
+def train(model, data, steps, key, loss=None, regularizers=(), lr=1e-3):
     res = ndes.fit(
-        model, data, loss or D.DSMLoss(eps=1e-5), optax.adam(1e-3), key=key, batch_size=256,
+        model, data, loss or D.DSMLoss(eps=1e-5), optax.adam(lr), key=key, batch_size=256,
         steps=steps, regularizers=regularizers, progress=False, log_every=max(steps // 10, 1),
     )  # fmt: skip
     return res.model, res.history
@@ -152,6 +159,50 @@ def fmt(vals, digits=4):
     if vals.size == 1:
         return f"{vals[0]:.{digits}g}"
     return f"{vals.mean():.{digits}g} ± {vals.std():.2g}"
+
+
+def make_regularizer(kind, weight):
+    if kind == "error":
+        return ndes.ErrorEstimate(weight)
+    if kind == "stiffness":
+        return ndes.StiffnessEstimate(weight)
+    return ndes.LocalErrorEstimate(weight, key=jr.key(0))
+
+
+def eval_fns(n):
+    """Jitted once (the cache is shared by all models of one structure): name -> fn(model, key)."""
+    out = {
+        f"PF-ODE rtol=atol={r:g}": eqx.filter_jit(
+            lambda m, k, r=r: D.probability_flow_sample(m, k, n, rtol=r, atol=r)
+        )
+        for r in (1e-3, 1e-5)
+    }
+    for order in (2, 3):
+        out[f"DPM-Solver-{order}, 20 NFE"] = eqx.filter_jit(
+            lambda m, k, o=order: D.dpm_solver_sample(m, k, n, nfe=20, order=o)
+        )
+    return out
+
+
+def ratios(ft, controls):
+    """Per variant: per-seed NFE ratios (adaptive PF-ODE) and quality against its control."""
+    out = {}
+    for vname, rows in ft.items():
+        ctrl = controls[vname]
+        if vname == ctrl:
+            continue
+        r = {"control": ctrl}
+        for ev in rows:
+            if not ev.startswith("PF-ODE"):
+                continue
+            v, c = np.asarray(rows[ev]), np.asarray(ft[ctrl][ev])
+            r[ev] = {
+                "nfe_ratio": list(v[:, 0] / c[:, 0]),
+                "q": list(v[:, 1]),
+                "q_ctrl": list(c[:, 1]),
+            }
+        out[vname] = r
+    return out
 
 
 def main(argv=None):
@@ -165,71 +216,87 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=None, help="samples per sampler (2000)")
     p.add_argument("--finetune", action="store_true", help="also the regularized fine-tuning")
     p.add_argument("--finetune-steps", type=int, default=None, help="default 500")
-    p.add_argument("--weight", type=float, default=1e-2, help="regularizer weight")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning Adam lr")
+    p.add_argument("--joint", action="store_true", help="also DSM + regularizer from step 0")
+    p.add_argument("--weights", type=float, nargs="+", default=[1e-2], help="regularizer weights")
     p.add_argument(
-        "--regularizer", default="error", choices=["error", "local"],
-        help="ndes.ErrorEstimate (every step) or ndes.LocalErrorEstimate (one sampled step)",
+        "--regularizer", default="error", choices=["error", "local", "stiffness"],
+        help="ndes.ErrorEstimate, ndes.LocalErrorEstimate (one sampled step) or "
+        "ndes.StiffnessEstimate",
     )  # fmt: skip
+    p.add_argument("--skip-samplers", action="store_true", help="no base-model sampler table")
+    p.add_argument("--out", default=None, help="write the results as JSON into this folder")
     args = p.parse_args(argv)
     q = args.quick
     steps = args.steps or (30 if q else 4000)
     seeds = args.seeds or (1 if q else 3)
     n = args.samples or (100 if q else 2000)
     ft_steps = args.finetune_steps or (5 if q else 500)
+    if any(not np.isfinite(w) or w < 0 for w in args.weights):
+        p.error(f"--weights {args.weights}: every weight must be finite and >= 0")
 
     Data = Digits if args.data == "digits" else Toy
     what = "digits" if args.data == "digits" else f"toy={args.toy}"
     print(f"# diffusion_sampling: {what}, train steps={steps}, seeds={seeds}, samples={n}")
     print(f"# jax {jax.__version__}, {platform.machine()}, {jax.devices()[0].platform}")
-    table, ft, floor, nlls = {}, {}, [], []
+    table, ft, controls, floor, nlls, times = {}, {}, {}, [], [], {}
     t_start = time.time()
+    flow = D.DSMLoss(eps=1e-5, flow_samples=64, flow_rtol=1e-3, flow_atol=1e-3)
+    evals = None
     for seed in range(seeds):
         k_data, k_test, k_test2, k_model, k_fit, k_sample, k_q = jr.split(jr.key(seed), 7)
         ds = Data(args.toy, seed, n, q, (k_data, k_test, k_test2, k_q))
         n_s = getattr(ds, "n", n)
+        evals = evals or eval_fns(n_s)
         floor.append(ds.floor())
         if hasattr(ds, "acc"):
             print(f"# seed {seed}: classifier test accuracy {ds.acc:.3f}")
-        model = D.ScoreModel(D.ScoreMLP(ds.dim, ds.width, 3, key=k_model), D.VPSDE())
+        model0 = D.ScoreModel(D.ScoreMLP(ds.dim, ds.width, 3, key=k_model), D.VPSDE())
         t0 = time.time()
-        model, hist = train(model, ds.train, steps, k_fit)
+        model, hist = train(model0, ds.train, steps, k_fit)
         dt, last = time.time() - t0, hist[-1]["loss"]
         print(f"# seed {seed}: trained in {dt:.1f} s, last loss {last:.4f}")
         last_samples = {}
-        for name, fn in samplers(q).items():
-            out = eqx.filter_jit(fn)(model, k_sample, n_s)
-            table.setdefault(name, []).append((float(out.nfe), *ds.score(out.samples)))
-            last_samples[name] = np.asarray(out.samples)
-        nll = ds.nll(model, q)
-        if nll is not None:
-            nlls.append(nll)
+        if not args.skip_samplers:
+            for name, fn in samplers(q).items():
+                out = eqx.filter_jit(fn)(model, k_sample, n_s)
+                table.setdefault(name, []).append((float(out.nfe), *ds.score(out.samples)))
+                last_samples[name] = np.asarray(out.samples)
+            nll = ds.nll(model, q)
+            if nll is not None:
+                nlls.append(nll)
+        # variant name -> (start model, steps, loss, regularizers, lr, key, control name)
+        runs = {}
+        rname = {"error": "ErrorEstimate", "local": "LocalErrorEstimate"}
+        rname = rname.get(args.regularizer, "StiffnessEstimate")
+        if args.joint:
+            base = f"plain DSM, {steps} steps"
+            runs[base] = (None, 0, None, (), None, None, base)
+            for w in args.weights:
+                reg = make_regularizer(args.regularizer, w)
+                runs[f"joint, DSM + {rname}({w:g}), {steps} steps"] = (
+                    model0, steps, flow, (reg,), 1e-3, k_fit, base
+                )  # fmt: skip
         if args.finetune:
-            flow = D.DSMLoss(eps=1e-5, flow_samples=64, flow_rtol=1e-3, flow_atol=1e-3)
-            if args.regularizer == "error":
-                reg = ndes.ErrorEstimate(args.weight)
-            else:
-                reg = ndes.LocalErrorEstimate(args.weight, key=jr.key(0))
-            variants = {
-                "fine-tuned, plain DSM": (D.DSMLoss(eps=1e-5), ()),
-                f"fine-tuned, DSM + {type(reg).__name__}({args.weight:g})": (flow, (reg,)),
-            }
-            for vname, (loss, regs) in variants.items():
-                m2, _ = train(model, ds.train, ft_steps, jr.fold_in(k_fit, 1), loss, regs)
-                for rtol in (1e-3, 1e-5):
-                    out = eqx.filter_jit(
-                        lambda m, k, r=rtol, n_s=n_s: D.probability_flow_sample(
-                            m, k, n_s, rtol=r, atol=r
-                        )
-                    )(m2, k_sample)
-                    ft.setdefault(f"{vname}: PF-ODE rtol=atol={rtol:g}", []).append(
-                        (float(out.nfe), *ds.score(out.samples))
-                    )
-                out = eqx.filter_jit(
-                    lambda m, k, n_s=n_s: D.dpm_solver_sample(m, k, n_s, nfe=20, order=3)
-                )(m2, k_sample)
-                ft.setdefault(f"{vname}: DPM-Solver-3, 20 NFE", []).append(
-                    (20.0, *ds.score(out.samples))
-                )
+            lr, k_ft = args.finetune_lr, jr.fold_in(k_fit, 1)
+            ctrl = "fine-tuned, plain DSM" + (f", lr {lr:g}" if lr != 1e-3 else "")
+            runs[ctrl] = (model, ft_steps, D.DSMLoss(eps=1e-5), (), lr, k_ft, ctrl)
+            for w in args.weights:
+                reg = make_regularizer(args.regularizer, w)
+                vname = ctrl.replace("plain DSM", f"DSM + {rname}({w:g})")
+                runs[vname] = (model, ft_steps, flow, (reg,), lr, k_ft, ctrl)
+        for vname, (start, n_steps, loss, regs, lr, key, ctrl) in runs.items():
+            t0 = time.time()
+            m2 = model
+            if n_steps:
+                m2, h = train(start, ds.train, n_steps, key, loss, regs, lr)
+                print(f"# seed {seed}: {vname}: {time.time() - t0:.1f} s, last {h[-1]}")
+                times.setdefault(vname, []).append(time.time() - t0)
+            controls[vname] = ctrl
+            rows = ft.setdefault(vname, {})
+            for ev, fn in evals.items():
+                out = fn(m2, k_sample)
+                rows.setdefault(ev, []).append((float(out.nfe), *ds.score(out.samples)))
 
     print()
     print("| sampler | NFE | " + " | ".join(Data.columns) + " |")
@@ -237,20 +304,46 @@ def main(argv=None):
     f = np.asarray(floor)
     cells = " | ".join(fmt(f[:, i]) for i in range(f.shape[1]))
     print(f"| data vs data (floor) | – | {cells} |")
-    for rows in (table, ft):
-        for name, vals in rows.items():
-            v = np.asarray(vals)
-            cells = " | ".join(fmt(v[:, i]) for i in range(1, v.shape[1]))
-            print(f"| {name} | {fmt(v[:, 0])} | {cells} |")
+    flat = dict(table)
+    flat.update({f"{v}: {ev}": vals for v, rows in ft.items() for ev, vals in rows.items()})
+    for name, vals in flat.items():
+        v = np.asarray(vals)
+        cells = " | ".join(fmt(v[:, i]) for i in range(1, v.shape[1]))
+        print(f"| {name} | {fmt(v[:, 0])} | {cells} |")
+    rat = ratios(ft, controls)
+    if rat:
+        col = Data.columns[0]
+        print(f"\n| variant (vs its control) | NFE ratio, 1e-3 | NFE ratio, 1e-5 | {col}, 1e-3 "
+              f"| control {col}, 1e-3 | train s |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        for vname, r in rat.items():
+            a, b = r["PF-ODE rtol=atol=0.001"], r["PF-ODE rtol=atol=1e-05"]
+            t = fmt(times.get(vname, [0]), 3)
+            print(f"| {vname} | {fmt(a['nfe_ratio'], 3)} | {fmt(b['nfe_ratio'], 3)} | "
+                  f"{fmt(a['q'])} | {fmt(a['q_ctrl'])} | {t} |")  # fmt: skip
     if nlls:
         v = np.asarray(nlls)
         print(
             f"\n# test NLL (probability-flow ODE, Hutchinson, Tsit5 rtol=atol={v[0, 3]:g}, "
             f"{int(v[0, 2])} test images): {fmt(v[:, 0])} bits/dim, NFE {fmt(v[:, 1])}"
         )
-    if args.plot:
+    if args.plot and table:
         plots(args.plot, args.data, ds, model, table, last_samples, floor)
-    print(f"\n# total {time.time() - t_start:.1f} s")
+    total = time.time() - t_start
+    print(f"\n# total {total:.1f} s")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = os.path.join(args.out, f"diffusion_{args.data}_{stamp}.json")
+        res = dict(
+            date=stamp, argv=sys.argv[1:] if argv is None else list(argv), args=vars(args),
+            jax=jax.__version__, device=f"{platform.machine()} {jax.devices()[0].platform}",
+            columns=["nfe", *Data.columns], floor=floor, samplers=table, variants=ft,
+            controls=controls, ratios=rat, train_seconds=times, total_seconds=total,
+        )  # fmt: skip
+        with open(path, "w") as fh:
+            json.dump(res, fh, indent=1, default=float)
+        print(f"# wrote {path}")
 
 
 def plots(out_dir, data, ds, model, table, samples, floor):
