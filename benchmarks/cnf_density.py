@@ -16,7 +16,10 @@ Opt-in: FFJORD's harder toys (`--datasets pinwheel 2spirals`), the model and sol
 under `BudgetWeight(target=0.5)` / `0.7`), `stiffness` (`StiffnessEstimate`), `local`
 (`LocalErrorEstimate`, a fresh sample time per step), `taynode` (`TaylorDerivative`, K=2),
 `steer` (`RandomEndTime(b=--steer-b)`), every penalty at `--weight`; `--log-every k` (the
-training NFE). Vanilla's NFE grows during
+training-step NLL and NFE every k steps, printed and kept as each record's `history`);
+`--plot DIR` draws those histories (`DIR/cnf_<data>_training.png`, one line per method, the
+seed mean), adding the records of earlier `--out` files given to `--plot-from`. Vanilla's NFE
+grows during
 training with `--datasets 2spirals --steps 3000 --width 64 --depth 3 --rtol 1e-5 --atol 1e-5`
 (docs/results.md, CNF section).
 
@@ -58,6 +61,7 @@ BUDGETS = {"budget": 0.5, "budget0.7": 0.7}
 # opt-in (--methods): the other regularizers ndes has, each at --weight (STEER: --steer-b)
 EXTRA = ("stiffness", "local", "taynode", "steer")
 ALL_METHODS = (*METHODS, *EXTRA, *BUDGETS)
+KEYS = ("nll", "num_fevals")  # the history plot's panels
 
 
 def load(name: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +123,11 @@ def _need_key(key, method: str):
 
 def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0, steer_b=0.5):
     """Adam on the mean NLL (+ penalty). `method="budget"` (`"budget0.7"`): ErrorEstimate's
-    weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
-    each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
-    fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
-    step's NFE and NLL."""
+        weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
+        each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
+        fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
+        step's NFE and NLL and keeps them: returns (model, seconds, history), the history a list
+    of `{"step", "nll", "num_fevals", "penalty"}` (the train batch's NLL, unweighted penalty)."""
     opt = optax.adam(lr)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     regularizers(method, weight, jr.key(0), steer_b)  # a bad method fails before compiling
@@ -146,20 +151,26 @@ def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0,
         upd, state = opt.update(g, state)
         if bstate is not None:
             bstate = budget.update(bstate, nfe, nll, pen)
-        return eqx.apply_updates(model, upd), state, bstate, nll, nfe
+        return eqx.apply_updates(model, upd), state, bstate, nll, nfe, pen
 
     rng = np.random.default_rng(seed)
     key = jr.key(seed)
+    history = []
     t = time.perf_counter()
     for i in range(steps):
         xb = jnp.asarray(data[rng.integers(0, len(data), batch)])
-        model, state, bstate, nll, nfe = step(model, state, bstate, xb, jr.fold_in(key, i))
+        model, state, bstate, nll, nfe, pen = step(model, state, bstate, xb, jr.fold_in(key, i))
         if log_every and (i % log_every == 0 or i == steps - 1):
-            w = "" if bstate is None else f" weight {float(bstate.weight):.3g}"
+            rec = {"step": i, "nll": float(nll), "num_fevals": int(nfe), "penalty": float(pen)}
+            w = ""
+            if bstate is not None:
+                rec["weight"] = float(bstate.weight)
+                w = f" weight {rec['weight']:.3g}"
+            history.append(rec)
             msg = f"  [{method}] step {i}: train NLL {float(nll):.3f}, NFE {int(nfe)}{w}"
             print(msg, flush=True)
     jax.block_until_ready(model)
-    return model, time.perf_counter() - t
+    return model, time.perf_counter() - t, history
 
 
 def evaluate(model, test, seed, logdet=None):
@@ -179,6 +190,41 @@ def evaluate(model, test, seed, logdet=None):
         "nfe_sample": int(smp.stats["num_fevals"]),
         **extra,
     }
+
+
+def label(rec) -> str:
+    """The plot label of a record: the method and its weight (STEER: b)."""
+    if rec["method"] == "vanilla" or rec["method"] in BUDGETS:
+        return rec["method"]
+    return f"{rec['method']} {'b=' if rec['method'] == 'steer' else ''}{rec['weight']:g}"
+
+
+def plot(records, out_dir) -> list[str]:
+    """One PNG per data set, `out_dir/cnf_<data>_training.png`: the train-batch NLL and the
+    train-step NFE against the step, one line per `label`, averaged over its seeds at the
+    steps every seed logged (via `ndes.plot.plot_history`)."""
+    groups: dict = {}
+    for r in records:
+        if r.get("history"):
+            groups.setdefault(r["data"], {}).setdefault(label(r), []).append(r)
+    if not groups:
+        raise ValueError("plot: no record holds a training history; pass --log-every k > 0.")
+    paths = []
+    for data, runs in groups.items():
+        lines = {}
+        for lab, rs in runs.items():
+            by_step = [{h["step"]: h for h in r["history"]} for r in rs]
+            steps = sorted(set.intersection(*(set(b) for b in by_step)))
+            name = lab if len(rs) == 1 else f"{lab} (mean of {len(rs)} seeds)"
+            lines[name] = [
+                {"step": s, **{k: float(np.mean([b[s][k] for b in by_step])) for k in KEYS}}
+                for s in steps
+            ]
+        path = os.path.join(out_dir, f"cnf_{data}_training.png")
+        title = f"{data}: train-batch NLL (nats) and train-step NFE"
+        ndes.plot.plot_history(lines, path, keys=KEYS, logy=("num_fevals",), title=title)
+        paths.append(path)
+    return paths
 
 
 def overhead(model, x, reps):
@@ -286,7 +332,11 @@ def main(argv=None) -> int:
     p.add_argument("--log-every", type=int, default=0, help="print train NFE every k steps")
     p.add_argument("--no-overhead", action="store_true", help="skip the timing table")
     p.add_argument("--out", default=None, help="write results.json here (a directory)")
+    p.add_argument("--plot", default=None, help="draw the training histories into this dir")
+    p.add_argument("--plot-from", nargs="*", default=[], help="earlier results.json to add")
     a = p.parse_args(argv)
+    if a.plot and not a.log_every:
+        p.error("--plot draws the training history: pass --log-every k > 0 as well.")
     steps = a.steps or (3 if a.quick else 400)
     n, batch, width = (200, 64, 16) if a.quick else (4000, 256, 32)
     width, n = a.width or width, a.n or n
@@ -299,15 +349,15 @@ def main(argv=None) -> int:
                 tr.shape[1], width, a.depth, key=jr.key(seed), stepsize_controller=pid
             )
             for method in a.methods:
-                model, secs = train(
+                model, secs, hist = train(
                     init, tr, method, a.weight, steps, batch, seed, a.lr, a.log_every, a.steer_b
                 )
                 rec = {"data": name, "method": method, "seed": seed, "steps": steps}
                 rec["weight"] = a.steer_b if method == "steer" else a.weight
                 rec["train_s"] = secs
                 rec.update(evaluate(model, te, seed, test_logdet(name, seed)))
-                records.append(rec)
                 print(rec, flush=True)
+                records.append({**rec, "history": hist})
     over = []
     if not a.no_overhead:
         x = jnp.asarray(load(a.datasets[0], a.seed, n)[0][:batch])
@@ -326,6 +376,13 @@ def main(argv=None) -> int:
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "results.json"), "w") as f:
             json.dump({"records": records, "overhead": over, "table": text}, f, indent=1)
+    if a.plot:
+        earlier = []
+        for path in a.plot_from:
+            with open(path) as f:
+                earlier += json.load(f)["records"]
+        for path in plot(earlier + records, a.plot):
+            print(f"wrote {path}")
     return 0
 
 

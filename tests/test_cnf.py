@@ -267,6 +267,67 @@ def test_density_benchmark_opt_in_flags(tmp_path):
         bench.load("nope", 0, 10)
 
 
+def _bench():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    return pytest.importorskip("cnf_density")
+
+
+def test_density_benchmark_plot_seed_mean(tmp_path, monkeypatch):
+    """plot() draws one line per method and weight, the mean over seeds at the steps every
+    seed logged; a record set without histories is refused."""
+    bench = _bench()
+    seen = {}
+    monkeypatch.setattr(bench.ndes.plot, "plot_history", lambda lines, *a, **k: seen.update(lines))
+
+    def rec(method, weight, seed, nfe):
+        hist = [{"step": s, "nll": 2.0 + seed, "num_fevals": nfe + s} for s in (0, 5, 9)]
+        return {"data": "2spirals", "method": method, "weight": weight, "history": hist}
+
+    recs = [rec("vanilla", 0.01, 0, 25), rec("vanilla", 0.01, 1, 35), rec("error", 0.03, 0, 20)]
+    recs[1]["history"] = recs[1]["history"][1:]  # seed 1 missed step 0: left out of the mean
+    (path,) = bench.plot([*recs, {"data": "2spirals", "method": "x", "history": []}], tmp_path)
+    assert path.endswith("cnf_2spirals_training.png")
+    assert seen["vanilla (mean of 2 seeds)"] == [
+        {"step": 5, "nll": 2.5, "num_fevals": 35.0},
+        {"step": 9, "nll": 2.5, "num_fevals": 39.0},
+    ]
+    assert [h["num_fevals"] for h in seen["error 0.03"]] == [20.0, 25.0, 29.0]
+    assert bench.label({"method": "budget0.7", "weight": 0.01}) == "budget0.7"
+    assert bench.label({"method": "steer", "weight": 0.5}) == "steer b=0.5"
+    with pytest.raises(ValueError, match="no record holds a training history"):
+        bench.plot([{"data": "moons", "method": "vanilla", "history": []}], str(tmp_path))
+
+
+@pytest.mark.slow
+def test_density_benchmark_history_and_plot(tmp_path):
+    """--log-every keeps each run's training history in the JSON; --plot draws it, adding
+    --plot-from's earlier records; --plot without --log-every is refused."""
+    import json
+
+    bench = _bench()
+    tiny = ["--quick", "--datasets", "2spirals", "--depth", "1", "--width", "4", "--n", "40"]
+    tiny += ["--no-overhead"]
+    argv = [*tiny, "--methods", "vanilla", "--steps", "3", "--log-every", "2", "--seeds", "0"]
+    assert bench.main([*argv, "1", "--out", str(tmp_path / "a")]) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [r["seed"] for r in res["records"]] == [0, 1]
+    for r in res["records"]:
+        assert [h["step"] for h in r["history"]] == [0, 2]  # every 2nd step and the last
+        assert all(h["num_fevals"] > 0 and np.isfinite(h["nll"]) for h in r["history"])
+        assert "weight" not in r["history"][0]
+    argv = [*tiny, "--methods", "budget0.7", "--steps", "1", "--log-every", "1"]
+    argv += ["--out", str(tmp_path / "b"), "--plot", str(tmp_path / "img"), "--plot-from"]
+    assert bench.main([*argv, str(tmp_path / "a" / "results.json")]) == 0
+    (r,) = json.loads((tmp_path / "b" / "results.json").read_text())["records"]
+    assert "weight" in r["history"][0]  # BudgetWeight's weight is logged too
+    assert (tmp_path / "img" / "cnf_2spirals_training.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # argparse: --plot without a history to draw
+        bench.main(["--quick", "--plot", str(tmp_path / "img")])
+
+
 @pytest.mark.slow
 def test_density_benchmark_other_regularizers(tmp_path):
     """The opt-in stiffness / local / TayNODE / STEER / second-budget methods train and
