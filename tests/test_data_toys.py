@@ -53,7 +53,7 @@ def test_toy_shapes_are_what_they_claim():
 def test_toy_bad_input():
     with pytest.raises(ValueError, match="not a 2-D toy; use one of 8gaussians"):
         nd.toy_2d("checkerboard", 10, key=jr.key(0))
-    with pytest.raises(ValueError, match="n=0 must be a positive int"):
+    with pytest.raises(ValueError, match=r"n=0 must be an int >= 1 \(the number of points\)"):
         nd.toy_2d("moons", 0, key=jr.key(0))
     with pytest.raises(ValueError, match="dtype"):
         nd.toy_2d("moons", 4, key=jr.key(0), dtype=jnp.int32)
@@ -119,3 +119,10 @@ def test_digits_bad_input(digits):
         digits.transform(np.zeros((3, 10), int), 0)
     with pytest.raises(ValueError, match="one value per row"):
         digits.bits_per_dim(np.zeros(3), np.zeros(4))
+
+
+def test_toy_2d_counts_accept_numpy_ints_not_bools():
+    """Counts are any integral number (numpy's too, as from `np.arange`), never a bool."""
+    assert nd.toy_2d("moons", np.int64(5), key=jr.key(0)).shape == (5, 2)
+    with pytest.raises(ValueError, match=r"n=True must be an int >= 1"):
+        nd.toy_2d("moons", True, key=jr.key(0))

@@ -49,6 +49,7 @@ class DigitsDensity:
     - `y_train`, `y_test`: the digit labels (not needed for density estimation).
     - `mean`, `std`: the train statistics in logit space, shape `(64,)`.
     - `alpha`: the logit transform's margin.
+    - `levels`: the number of pixel levels, 17 (values 0..16): the dequantization's scale.
     """
 
     x_train: Float[np.ndarray, "Ntr 64"]

@@ -18,13 +18,14 @@ independently, so any `n` is allowed and the mixture weights are exact in expect
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._checks import check_int
 
 __all__ = ["toy_2d", "TOY_2D_NAMES"]
 
@@ -101,8 +102,7 @@ def toy_2d(name: str, n: int, *, key: PRNGKeyArray, dtype=None) -> Float[Array, 
         raise ValueError(
             f"toy_2d: name={name!r} is not a 2-D toy; use one of {', '.join(TOY_2D_NAMES)}."
         )
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"toy_2d: n={n!r} must be a positive int (the number of points).")
+    n = check_int(n, "n", "toy_2d", hint=" (the number of points)")
     dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"toy_2d: dtype={dtype} must be a floating dtype, e.g. jnp.float32.")

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._checks import check_int
+
 __all__ = ["DigitsClassifier", "frechet_distance", "class_distribution", "digits_quality"]
 
 _MAX_PIXEL = 16.0
@@ -68,8 +70,7 @@ class DigitsClassifier(eqx.Module):
                 f"DigitsClassifier.fit: labels must have shape ({p.shape[0]},), one per image; "
                 f"got {y.shape}."
             )
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"DigitsClassifier.fit: hidden={hidden!r} must be an int >= 1.")
+        hidden = check_int(hidden, "hidden", "DigitsClassifier.fit")
         clf = MLPClassifier((hidden,), alpha=alpha, max_iter=max_iter, random_state=seed, tol=1e-6)
         with warnings.catch_warnings():  # the tolerance is tight on purpose: all epochs run
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -100,7 +101,8 @@ def frechet_distance(x: Float[ArrayLike, "n k"], y: Float[ArrayLike, "m k"]) -> 
     - 2(\Sigma_x^{1/2}\Sigma_y\Sigma_x^{1/2})^{1/2}\big),$$
 
     computed in float64 by symmetric eigendecompositions (negative round-off eigenvalues
-    clipped to 0). Unbiased covariances ($n-1$). **Returns:** $d^2$ (squared feature unit; the
+    clipped to 0). Unbiased covariances ($n-1$). `x` and `y` are the two feature sets,
+    `(n, k)` and `(m, k)`, each with at least 2 rows. **Returns:** $d^2$ (squared feature unit; the
     FID convention reports $d^2$). It is biased upward for small sets: compare with a
     data-vs-data floor of the same sizes."""
     a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -151,7 +153,8 @@ def digits_quality(
 ) -> dict:
     r"""Quality of sampled digits against held-out real ones: `sample_pixels` are mapped to
     discrete pixels by $\lfloor\cdot\rfloor$ clipped to 0..16 (the inverse of uniform
-    dequantization), then classified.
+    dequantization), then classified by `classifier` (a trained `DigitsClassifier`), as are
+    the `reference_pixels` (held-out real digits, pixel values 0..16).
 
     **Returns:** a dict with `fd` (`frechet_distance` of the classifier's hidden features,
     samples vs `reference_pixels`) and the `class_distribution` of the samples'

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
-from ._samplers import SamplerOutput, _batched, _check_eps, _check_int, _check_model, _initial
+from .._checks import check_int
+from ._samplers import SamplerOutput, _batched, _check_eps, _check_model, _initial
 from ._score import ScoreModel
 from ._sde import VPSDE
 
@@ -29,7 +30,9 @@ def dpm_solver_orders(nfe: int, order: int, schedule: str = "fast") -> list[int]
     `get_orders_and_timesteps_for_singlestep_solver`): for order 3, `K = nfe // 3 + 1` steps
     ending in `[2, 1]`, `[1]` or `[2]` by `nfe % 3`; for order 2, `[2] * (nfe // 2)` plus a
     final `[1]` when `nfe` is odd; order 1 is `nfe` DDIM steps. `"singlestep"`: `nfe /
-    order` steps all of `order` (needs `nfe % order == 0`)."""
+    order` steps all of `order` (needs `nfe % order == 0`); `schedule` is one of the two.
+
+    **Returns:** a list of step orders summing to `nfe`."""
     if order not in (1, 2, 3):
         raise ValueError(f"dpm_solver: order={order!r} must be 1, 2 or 3.")
     if schedule == "singlestep":
@@ -107,6 +110,18 @@ def dpm_solver_sample(
     (Algorithms 1-2) on steps uniform in $\lambda$ and exactly `nfe` evaluations of the
     noise predictor, split into steps by `dpm_solver_orders(nfe, order, schedule)`.
 
+    **Arguments:**
+
+    - `model`: a `ScoreModel` over a `VPSDE`.
+    - `key`: PRNG key for the prior draws.
+    - `num_samples`: how many samples to draw; ignored when `x_T` is given.
+    - `nfe`: the exact number of network evaluations (positive int).
+    - `order`: the solver's order, 1, 2 or 3.
+    - `schedule`: `"fast"` (DPM-Solver-fast's mixed orders) or `"singlestep"`.
+    - `eps`: the final diffusion time, in $(0, T)$.
+    - `x_T`: optional prior draws `(n, d)`.
+    - `dtype`: dtype of the prior draws (default JAX's default float).
+
     **Returns:** a `SamplerOutput` with `nfe` = `nfe`. VP SDEs only (`VPSDE`)."""
     owner = "dpm_solver_sample"
     model = _check_model(model, owner)
@@ -116,7 +131,7 @@ def dpm_solver_sample(
             "Use probability_flow_sample for other SDEs."
         )
     eps = _check_eps(eps, model, owner)
-    nfe = _check_int(nfe, "nfe", owner)
+    nfe = check_int(nfe, "nfe", owner)
     orders = dpm_solver_orders(nfe, order, schedule)
     x = _initial(model, key, num_samples, x_T, dtype, owner)
     sde = model.sde

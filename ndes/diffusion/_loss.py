@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_int
 from ._score import ScoreModel
 
 __all__ = ["DSMLoss", "WEIGHTINGS"]
@@ -93,8 +94,7 @@ class DSMLoss(eqx.Module):
                 f"DSMLoss: weighting={weighting!r} is unknown; use 'sigma2' (lambda=sigma_t^2, "
                 "the default), 'likelihood' (lambda=g(t)^2) or 'none' (lambda=1)."
             )
-        if isinstance(flow_samples, bool) or not isinstance(flow_samples, int) or flow_samples < 0:
-            raise ValueError(f"DSMLoss: flow_samples={flow_samples!r} must be an int >= 0.")
+        flow_samples = check_int(flow_samples, "flow_samples", "DSMLoss", minimum=0)
         self.eps, self.weighting, self.flow_samples = eps, weighting, flow_samples
         self.flow_rtol, self.flow_atol, self.flow_eps = (
             float(flow_rtol),

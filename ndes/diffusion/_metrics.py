@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_int
+
 __all__ = ["mmd", "sliced_wasserstein"]
 
 
@@ -83,19 +85,13 @@ def sliced_wasserstein(
     $\theta$ uniform on the unit sphere, estimated with `num_projections` random directions
     drawn from `key`. Each 1-D distance is between empirical quantile functions: sorted
     projections when `n == m`, else both sets' quantiles at the `max(n, m)` mid-points
-    $(i + 1/2)/\max(n, m)$ (linear interpolation).
+    $(i + 1/2)/\max(n, m)$ (linear interpolation). `x` `(n, d)` and `y` `(m, d)` are the
+    two sample sets; `p` >= 1 is the order.
 
     **Returns:** a scalar in the data's unit; 0 for identical sets.
     """
     x, y = _pair(x, y, "sliced_wasserstein")
-    if (
-        isinstance(num_projections, bool)
-        or not isinstance(num_projections, int)
-        or (num_projections < 1)
-    ):
-        raise ValueError(
-            f"sliced_wasserstein: num_projections={num_projections!r} must be a positive int."
-        )
+    num_projections = check_int(num_projections, "num_projections", "sliced_wasserstein")
     if p not in (1, 2):
         raise ValueError(f"sliced_wasserstein: p={p!r} must be 1 or 2.")
     theta = jr.normal(key, (num_projections, x.shape[1]), x.dtype)

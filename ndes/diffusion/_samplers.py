@@ -25,9 +25,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_int
 from .._solve import diffeqsolve
 from ..models._cnf import CNF
 from ..models._common import JointField, per_trajectory_regularizers
@@ -80,19 +80,13 @@ def _check_eps(eps, model: ScoreModel, owner: str) -> float:
     return eps
 
 
-def _check_int(value, name: str, owner: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{owner}: {name}={value!r} must be an int >= {minimum}.")
-    return int(value)
-
-
 def _initial(model, key, num_samples, x_T, dtype, owner):
     if x_T is not None:
         x_T = jnp.asarray(x_T)
         if x_T.ndim != 2:
             raise ValueError(f"{owner}: x_T must have shape (n, d); got {x_T.shape}.")
         return x_T
-    num_samples = _check_int(num_samples, "num_samples", owner)
+    num_samples = check_int(num_samples, "num_samples", owner)
     d = model.data_size
     if d is None:
         raise ValueError(
@@ -129,11 +123,20 @@ def reverse_sde_sample(
     $\Delta = (T - \epsilon)/N$: $x \leftarrow x - [f(t)x - g^2 s(t, x)]\Delta +
     g\sqrt\Delta\,z$, the last step without noise (Song et al.'s `noise_removal`).
 
-    **Arguments:** `model`, `key`, `num_samples` (or `x_T`, prior draws `(n, d)`), `steps`,
-    `eps`. **Returns:** a `SamplerOutput` with `nfe = steps`."""
+    **Arguments:**
+
+    - `model`: a `ScoreModel` (its `sde` gives $T$, the prior and the drift/diffusion).
+    - `key`: PRNG key for the prior draws and the noise of every step.
+    - `num_samples`: how many samples to draw; ignored when `x_T` is given.
+    - `steps`: number of uniform Euler--Maruyama steps (positive int).
+    - `eps`: the final (smallest) diffusion time, in $(0, T)$; default 1e-3.
+    - `x_T`: optional prior draws `(n, d)` to start from instead of sampling them.
+    - `dtype`: dtype of the prior draws (default JAX's default float).
+
+    **Returns:** a `SamplerOutput` with `nfe = steps`."""
     owner = "reverse_sde_sample"
     model = _check_model(model, owner)
-    eps, steps = _check_eps(eps, model, owner), _check_int(steps, "steps", owner)
+    eps, steps = _check_eps(eps, model, owner), check_int(steps, "steps", owner)
     if key is None:
         raise ValueError(f"{owner}: key=None; the reverse SDE needs a PRNG key for its noise.")
     k0, k1 = jr.split(key)
@@ -169,11 +172,23 @@ def pc_sample(
     as in their `LangevinCorrector`; $r$ = `snr`; $\alpha_i = 1 - \beta(t)\Delta$ for VP,
     1 for VE), then one Euler--Maruyama predictor step of `reverse_sde_sample`.
 
+    **Arguments:**
+
+    - `model`: a `ScoreModel` (its `sde` gives $T$, the prior and the drift/diffusion).
+    - `key`: PRNG key for the prior draws, the corrector's and the predictor's noise.
+    - `num_samples`: how many samples to draw; ignored when `x_T` is given.
+    - `steps`: number of predictor steps (positive int).
+    - `corrector_steps`: Langevin corrector steps before each predictor step (>= 0).
+    - `snr`: the corrector's signal-to-noise ratio $r$ (positive; Song et al. use 0.16).
+    - `eps`: the final (smallest) diffusion time, in $(0, T)$; default 1e-3.
+    - `x_T`: optional prior draws `(n, d)` to start from instead of sampling them.
+    - `dtype`: dtype of the prior draws (default JAX's default float).
+
     **Returns:** a `SamplerOutput` with `nfe = steps * (1 + corrector_steps)`."""
     owner = "pc_sample"
     model = _check_model(model, owner)
-    eps, steps = _check_eps(eps, model, owner), _check_int(steps, "steps", owner)
-    m = _check_int(corrector_steps, "corrector_steps", owner, minimum=0)
+    eps, steps = _check_eps(eps, model, owner), check_int(steps, "steps", owner)
+    m = check_int(corrector_steps, "corrector_steps", owner, minimum=0)
     snr = float(snr)
     if not (math.isfinite(snr) and snr > 0):
         raise ValueError(f"{owner}: snr={snr} must be positive (e.g. 0.16).")
@@ -210,7 +225,10 @@ def pc_sample(
 class ProbabilityFlowField(eqx.Module):
     r"""The probability-flow vector field $f(t)x - \tfrac12 g(t)^2 s(t, x)$ on one sample,
     as `field(t, x, args)`; with `offset` the field is evaluated at `t + offset` (the CNF's
-    time $s \in [0, T - \epsilon]$ is diffusion time $t = \epsilon + s$)."""
+    time $s \in [0, T - \epsilon]$ is diffusion time $t = \epsilon + s$).
+
+    **Arguments:** `model`, the `ScoreModel` whose score drives the flow; `offset`, the
+    diffusion time at field time 0 (default 0)."""
 
     model: ScoreModel
     offset: float = eqx.field(static=True, default=0.0)
@@ -254,9 +272,19 @@ def probability_flow_sample(
     `ndes.diffeqsolve` (adaptive `solver`, default Tsit5, `PIDController(rtol, atol)`,
     initial step by diffrax's heuristic), the batch as one state.
 
-    **Arguments:** as `reverse_sde_sample`, plus `solver`, `rtol`, `atol`, `max_steps`,
-    and `regularizers` / `train_step` passed to `ndes.diffeqsolve` (per-sample quantities:
-    the penalty is the batch mean).
+    **Arguments:**
+
+    - `model`: a `ScoreModel` (its `sde` gives $T$, the prior and the drift/diffusion).
+    - `key`: PRNG key for the prior draws.
+    - `num_samples`: how many samples to draw; ignored when `x_T` is given.
+    - `solver`: an adaptive diffrax solver (default `Tsit5()`).
+    - `rtol`, `atol`: the `PIDController`'s tolerances (positive).
+    - `eps`: the final (smallest) diffusion time, in $(0, T)$; default 1e-3.
+    - `x_T`: optional prior draws `(n, d)` to start from instead of sampling them.
+    - `dtype`: dtype of the prior draws (default JAX's default float).
+    - `regularizers`, `train_step`: passed to `ndes.diffeqsolve` (per-sample quantities:
+      the penalty is the batch mean).
+    - `max_steps`: the solve's step limit.
 
     **Returns:** a `SamplerOutput` with `nfe = stats["num_fevals"]` (exact: every stage of
     every accepted and rejected step, FSAL, the initial-step heuristic, local regularizers'
@@ -292,7 +320,19 @@ def probability_flow_cnf(
     r"""The probability-flow ODE as an `ndes.CNF` (FFJORD): data at $t = \epsilon$ is CNF
     time 0, the prior at $t = T$ is CNF time $T - \epsilon$, base = `prior` (default the SDE's
     prior). `CNF.log_prob` then gives $\log p_\epsilon(x)$; `CNF.sample_and_log_prob`
-    samples with densities."""
+    samples with densities.
+
+    **Arguments:**
+
+    - `model`: a `ScoreModel`.
+    - `eps`: the smallest diffusion time (the data end of the flow), in $(0, T)$.
+    - `divergence`: `"exact"` (`d` JVPs) or `"hutchinson"` (one VJP with a fixed probe).
+    - `solver`: an adaptive diffrax solver (default `Tsit5()`).
+    - `rtol`, `atol`: the `PIDController`'s tolerances (positive).
+    - `prior`: the base distribution; `None` uses the SDE's prior $p_T$.
+    - `max_steps`: the solve's step limit.
+
+    **Returns:** an `ndes.CNF`."""
     owner = "probability_flow_cnf"
     model = _check_model(model, owner)
     eps = _check_eps(eps, model, owner)
@@ -325,6 +365,15 @@ def probability_flow_log_prob(
     divergence is `"exact"` (`d` JVPs, default, small `d`) or `"hutchinson"` (one VJP with
     a Gaussian probe drawn from `key` and fixed for the solve). For bits/dim divide by
     $d\log 2$.
+
+    **Arguments:**
+
+    - `model`: a `ScoreModel`.
+    - `x`: data `(n, d)` at diffusion time `eps`.
+    - `key`: PRNG key for the Hutchinson probe (unused by `"exact"`).
+    - `eps`, `divergence`, `solver`, `rtol`, `atol`, `prior`, `max_steps`: as
+      `probability_flow_cnf`.
+    - `regularizers`: passed to `CNF.log_prob` (each sample's penalty, batch mean).
 
     **Returns:** a `SamplerOutput` with `samples` = $x_T$ (the latent), `log_prob` `(n,)`,
     `nfe` (augmented-field evaluations, each one score evaluation plus its divergence)."""

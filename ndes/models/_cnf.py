@@ -14,6 +14,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_int
 from ._common import JointField, ModelOutput, SolverSettings, settings_from, solve_batch
 from ._divergence import Method, Probe, check_method, check_probe, divergence, draw_probe
 from ._mlp import MLPVectorField
@@ -259,10 +260,7 @@ class CNF(eqx.Module):
         return ModelOutput(logp, out.penalty, out.penalty_terms, out.stats, final_state=z1)
 
     def _base_draw(self, key: PRNGKeyArray, num_samples: int, dtype) -> Array:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-            raise ValueError(f"CNF: num_samples={num_samples!r} must be a positive int.")
-        if num_samples < 1:
-            raise ValueError(f"CNF: num_samples={num_samples} must be a positive int.")
+        num_samples = check_int(num_samples, "num_samples", "CNF")
         d = self._data_size()
         return jnp.asarray(self.base.sample(key, (int(num_samples), d), dtype))
 

@@ -89,6 +89,16 @@ def plot_digit_samples(
     """A grid of `num_samples` 8x8 digits sampled from a 64-d `ndes.CNF`, mapped back to
     pixel values by `to_pixels` (e.g. `ndes.data.load_digits_density().to_pixels`).
 
+    **Arguments:**
+
+    - `model`: a 64-d `ndes.CNF` (anything with `sample(key, n)` returning `.ys`).
+    - `path`: the output image (PNG); parent directories are created.
+    - `key`: PRNG key for the samples.
+    - `to_pixels`: maps model-space samples `(n, 64)` to pixel values.
+    - `num_samples`: how many digits to draw (a near-square grid).
+    - `title`: optional figure title.
+    - `dpi`: resolution.
+
     **Returns:** the path written.
     """
     d = model._data_size() if hasattr(model, "_data_size") else 64

@@ -17,6 +17,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_int
 from ._figure import new_figure, save
 
 __all__ = [
@@ -91,8 +92,7 @@ def plot_diffusion_digits(
     x = np.asarray(data)
     if x.ndim != 2 or x.shape[1] != 64:
         raise ValueError(f"plot_diffusion_digits: data must have shape (N, 64); got {x.shape}.")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"plot_diffusion_digits: num={num!r} must be an int >= 1.")
+    num = check_int(num, "num", "plot_diffusion_digits")
     sets = {"data": x, **_sets(samples, "plot_diffusion_digits", 64)}
     cols = int(math.ceil(math.sqrt(num)))
     rows = int(math.ceil(num / cols))
@@ -156,14 +156,7 @@ def plot_reverse_trajectories(
             "plot_reverse_trajectories: model must be a 2-D ndes.diffusion.ScoreModel (its "
             f"network's data_size is {getattr(model, 'data_size', None)})."
         )
-    if (
-        isinstance(num_trajectories, bool)
-        or not isinstance(num_trajectories, int)
-        or (num_trajectories < 1)
-    ):
-        raise ValueError(
-            f"plot_reverse_trajectories: num_trajectories={num_trajectories!r} must be an int >= 1."
-        )
+    num_trajectories = check_int(num_trajectories, "num_trajectories", "plot_reverse_trajectories")
     ode, sde = _trajectories(model, key, num_trajectories, float(eps), 50, int(steps))
     fig = new_figure(7.0, 3.4)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
