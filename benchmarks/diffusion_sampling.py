@@ -92,7 +92,7 @@ class Toy:
         self.train = np.asarray(ndes.data.toy_2d(name, 2000 if quick else 20000, key=k_data))
         self.test = ndes.data.toy_2d(name, n, key=k_test)
         self.test2 = ndes.data.toy_2d(name, n, key=k_test2)
-        self.dim, self.width = 2, 128
+        self.dim, self.width, self.name = 2, 128, name
 
     def floor(self):
         return quality(self.test2, self.test, self.k_q)
@@ -102,6 +102,15 @@ class Toy:
 
     def nll(self, model, quick):
         return None
+
+    def exact(self):
+        """8 Gaussians' closed-form score (`GaussianMixtureScore`, as `ndes.data.toy_2d` draws)."""
+        if self.name != "8gaussians":
+            return None
+        a = np.arange(8) * (2 * np.pi / 8)
+        means = 4.0 * np.stack([np.cos(a), np.sin(a)], -1) / 1.414
+        covs = np.broadcast_to((0.5 / 1.414) ** 2 * np.eye(2), (8, 2, 2))
+        return D.ScoreModel(D.GaussianMixtureScore(means, covs, D.VPSDE()), D.VPSDE(), "score")
 
 
 class Digits:
@@ -267,6 +276,10 @@ def main(argv=None):
                 nlls.append(nll)
         # variant name -> (start model, steps, loss, regularizers, lr, key, control name)
         runs = {}
+        exact = getattr(ds, "exact", lambda: None)() if args.finetune or args.joint else None
+        if exact is not None:  # the true flow: the NFE and quality a perfect model would get
+            ex = "exact score (closed form)"
+            runs[ex] = (exact, 0, None, (), None, None, ex)
         rname = {"error": "ErrorEstimate", "local": "LocalErrorEstimate"}
         rname = rname.get(args.regularizer, "StiffnessEstimate")
         if args.joint:
@@ -287,7 +300,7 @@ def main(argv=None):
                 runs[vname] = (model, ft_steps, flow, (reg,), lr, k_ft, ctrl)
         for vname, (start, n_steps, loss, regs, lr, key, ctrl) in runs.items():
             t0 = time.time()
-            m2 = model
+            m2 = model if start is None else start  # trained below unless n_steps == 0
             if n_steps:
                 m2, h = train(start, ds.train, n_steps, key, loss, regs, lr)
                 print(f"# seed {seed}: {vname}: {time.time() - t0:.1f} s, last {h[-1]}")
@@ -329,6 +342,8 @@ def main(argv=None):
         )
     if args.plot and table:
         plots(args.plot, args.data, ds, model, table, last_samples, floor)
+    if args.plot and rat:
+        plot_variants(args.plot, args.data, ft, controls, Data.columns[0], floor)
     total = time.time() - t_start
     print(f"\n# total {total:.1f} s")
     if args.out:
@@ -378,6 +393,28 @@ def plots(out_dir, data, ds, model, table, samples, floor):
         ))  # fmt: skip
     for path in paths:
         print(f"# wrote {path}")
+
+
+def plot_variants(out_dir, data, ft, controls, metric, floor):
+    """Quality vs NFE of every control and its regularized variants (mean +- std over seeds):
+    one line per (control, PF-ODE tolerance) through the variants, DPM-Solver at 20 NFE."""
+    import ndes.plot as P
+
+    fams = {}
+    for vname, rows in ft.items():
+        ctrl = controls[vname]
+        for ev, vals in rows.items():
+            v = np.asarray(vals)
+            pt = (v[:, 0].mean(), v[:, 1].mean(), v[:, 1].std())
+            if ev.startswith("PF-ODE"):
+                fams.setdefault(f"{ctrl} + weights: {ev}", []).append(pt)
+            elif vname == ctrl:
+                fams[f"{ctrl}: {ev}"] = [pt]
+    tag = "digits" if data == "digits" else "2d"
+    path = f"{os.path.abspath(out_dir)}/diffusion_{tag}_variants_quality_vs_nfe.png"
+    fl = float(np.mean(np.asarray(floor)[:, 0]))
+    P.plot_quality_vs_nfe(fams, path, metric=metric, floor=fl, log_y=tag == "2d")
+    print(f"# wrote {path}")
 
 
 if __name__ == "__main__":

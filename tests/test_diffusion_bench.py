@@ -43,7 +43,7 @@ def test_diffusion_sampling_digits_quick(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-@pytest.mark.slow  # ~55 s on the shared 2-core CPU (five fits, four samplers each)
+@pytest.mark.slow  # ~85 s on the shared 2-core CPU (five fits, four samplers each)
 def test_diffusion_sampling_variants_quick(tmp_path):
     """Several weights, StiffnessEstimate, a fine-tune lr, joint training and the JSON, without
     the base sampler table (~30 s on the shared 2-core CPU)."""
@@ -51,7 +51,8 @@ def test_diffusion_sampling_variants_quick(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "diffusion_sampling.py"), "--quick",
            "--skip-samplers", "--finetune", "--joint", "--regularizer", "stiffness",
            "--weights", "0.1", "1", "--finetune-lr", "1e-4", "--steps", "10",
-           "--finetune-steps", "3", "--samples", "50", "--out", str(tmp_path)]  # fmt: skip
+           "--finetune-steps", "3", "--samples", "50", "--out", str(tmp_path),
+           "--plot", str(tmp_path)]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
                          check=True).stdout  # fmt: skip
     assert "| variant (vs its control) | NFE ratio, 1e-3 |" in out
@@ -60,6 +61,7 @@ def test_diffusion_sampling_variants_quick(tmp_path):
                  "joint, DSM + StiffnessEstimate(1), 10 steps"):  # fmt: skip
         assert f"| {name} |" in out, name
     assert "| reverse SDE" not in out  # --skip-samplers
+    assert (tmp_path / "diffusion_2d_variants_quality_vs_nfe.png").stat().st_size > 0
     (path,) = tmp_path.glob("diffusion_toy_*.json")
     res = json.loads(path.read_text())
     ratio = res["ratios"]["fine-tuned, DSM + StiffnessEstimate(1), lr 0.0001"]
