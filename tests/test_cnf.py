@@ -318,6 +318,7 @@ def test_density_benchmark_history_and_plot(tmp_path):
         assert [h["step"] for h in r["history"]] == [0, 2]  # every 2nd step and the last
         assert all(h["num_fevals"] > 0 and np.isfinite(h["nll"]) for h in r["history"])
         assert "weight" not in r["history"][0]
+        assert np.isfinite(r["train_nll"])  # the exact NLL of as many training rows
     argv = [*tiny, "--methods", "budget0.7", "--steps", "1", "--log-every", "1"]
     argv += ["--out", str(tmp_path / "b"), "--plot", str(tmp_path / "img"), "--plot-from"]
     assert bench.main([*argv, str(tmp_path / "a" / "results.json")]) == 0
