@@ -225,6 +225,7 @@ class NeuralCDEModel(_ODESolved):
     accepts: ClassVar[tuple[str, ...]] = ("series",)
     type: Literal["neural_cde"]
     hidden: PositiveInt = 32
+    activation: Literal[ACTIVATIONS] = "relu"  # NeuralCDE's default (docs/results.md)
 
 
 class StableSDEModel(Table):
