@@ -128,7 +128,7 @@ def test_spirals():
     assert (r >= 0.5).all() and (r < 1.3).all()
     np.testing.assert_array_equal(ys, nd.spirals(jax.random.key(0), 8, ts)[1])
     assert not np.array_equal(ys, nd.spirals(jax.random.key(1), 8, ts)[1])
-    with pytest.raises(ValueError, match="num must be a positive integer"):
+    with pytest.raises(ValueError, match=r"spirals: num=0 must be an int >= 1"):
         nd.spirals(jax.random.key(0), 0, ts)
     with pytest.raises(ValueError, match="strictly increasing"):
         nd.spirals(jax.random.key(0), 2, ts[::-1])
@@ -186,7 +186,7 @@ def test_lotka_volterra_bad_inputs():
         nd.lotka_volterra(key, 2, ts, noise=0.1, dt=0.0)
     with pytest.raises(ValueError, match="at least 2 times"):
         nd.lotka_volterra(key, 2, ts[:1])
-    with pytest.raises(ValueError, match="num must be a positive integer"):
+    with pytest.raises(ValueError, match=r"lotka_volterra: num=2.5 must be an int >= 1"):
         nd.lotka_volterra(key, 2.5, ts)
 
 

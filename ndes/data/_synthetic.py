@@ -5,7 +5,6 @@ the floating dtype of `ts` (float32, or float64 under `jax_enable_x64`).
 """
 
 import math
-import numbers
 
 import diffrax
 import jax
@@ -14,17 +13,13 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_int
+
 # Chen et al. (2018)'s toy: dy/dt = (y**3) @ A.
 _A_SPIRAL = ((-0.1, 2.0), (-2.0, -0.1))
 
 
 # ---- input checks ---------------------------------------------------------------------------
-
-
-def _check_num(name: str, num) -> int:
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
-        raise ValueError(f"{name} must be a positive integer, got {num!r}.")
-    return int(num)
 
 
 def _check_times(ts, name: str = "ts") -> Float[Array, " L"]:
@@ -93,7 +88,7 @@ def spirals(
     assert y0.shape == (4, 2) and ys.shape == (4, 5, 2)
     ```
     """
-    num = _check_num("num", num)
+    num = check_int(num, "num", "spirals")
     ts = _check_times(ts)
     if not (len(radius) == 2 and 0 <= radius[0] < radius[1]):
         raise ValueError(f"radius must be (r_min, r_max) with 0 <= r_min < r_max, got {radius!r}.")
@@ -224,7 +219,7 @@ def lotka_volterra(
     **Returns:** `(y0, ys)` with shapes `(num, 2)` and `(num, L, 2)` in the dtype of `ts`
     (channel 0 = prey, 1 = predator); `ys[:, 0] == y0` up to the log/exp round trip.
     """
-    num = _check_num("num", num)
+    num = check_int(num, "num", "lotka_volterra")
     ts = _check_times(ts)
     if len(params) != 4 or not all(float(q) > 0 for q in params):
         raise ValueError(
@@ -284,7 +279,7 @@ def ornstein_uhlenbeck(
 
     **Returns:** shape `(num_paths, L)` in the floating dtype of `times`.
     """
-    num_paths = _check_num("num_paths", num_paths)
+    num_paths = check_int(num_paths, "num_paths", "ornstein_uhlenbeck")
     if not (theta > 0 and sigma > 0):
         raise ValueError(f"theta and sigma must be positive; got theta={theta}, sigma={sigma}.")
     times = _check_times(times, "times")
