@@ -3,7 +3,9 @@
 MLP 2 -> 64 -> 64 -> 2 (softplus), batch 256, Tsit5 with PIDController(rtol=1e-3,
 atol=1e-6), t in [0, 1] saved at 10 times, MSE to a target trajectory, float32, Adam; plus
 torchdiffeq (dopri5 is the closest: torchdiffeq has no tsit5) when installed. Median of
->= 20 warmed-up steps, first call (compile) separately. `--quick` for a smoke run.
+>= 20 warmed-up steps, first call (compile) separately; `fwd NFE` is each side's vector-field
+evaluations in one forward solve at the initial parameters (ndes's exact counter; torchdiffeq:
+calls of the field), so a time ratio can be read per evaluation. `--quick` for a smoke run.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def ndes_step(mode, width, ts, y0, target):
         jax.block_until_ready(loss)
         state[0], state[1] = p, o
 
-    return run
+    # Forward NFE of one solve at the initial parameters (per sample in vmap mode).
+    nfe = jnp.mean(eqx.filter_jit(lambda m: m(ts_j, y0_j).stats["num_fevals"])(model))
+    return run, float(nfe)
 
 
 def torch_step(width, ts, y0, target):
@@ -94,7 +98,16 @@ def torch_step(width, ts, y0, target):
         loss.backward()
         opt.step()
 
-    return run
+    # Forward NFE of one solve at the initial parameters: calls of the vector field.
+    calls = [0]
+
+    def counted(_t, y):
+        calls[0] += 1
+        return f(y)
+
+    with torch.no_grad():
+        odeint(counted, x0, t, method="dopri5", rtol=1e-3, atol=1e-6)
+    return run, float(calls[0])
 
 
 def main(argv=None):
@@ -111,7 +124,7 @@ def main(argv=None):
         f"NeuralODE train step: MLP 2->{width}->{width}->2, batch {batch}, Tsit5 rtol 1e-3 "
         f"atol 1e-6 (torchdiffeq: dopri5), {n_t} save times, float32, Adam; median of {repeats}"
     )
-    print(f"{'impl':22s} {'step ms':>9s} {'first s':>8s} {'vs joint':>9s}")
+    print(f"{'impl':22s} {'step ms':>9s} {'first s':>8s} {'vs joint':>9s} {'fwd NFE':>8s}")
     rows = [
         ("ndes joint", ndes_step("joint", width, ts, y0, target)),
         ("ndes vmap", ndes_step("vmap", width, ts, y0, target)),
@@ -121,10 +134,10 @@ def main(argv=None):
     except ImportError:
         pass
     # Interleaved (round-robin) so that load drift on a shared machine affects all rows alike.
-    timed = time_interleaved([fn for _, fn in rows], repeats)
+    timed = time_interleaved([fn for _, (fn, _) in rows], repeats)
     ref = timed[0][0]
-    for (label, _), (med, first, _) in zip(rows, timed, strict=True):
-        print(f"{label:22s} {med * 1e3:9.2f} {first:8.2f} {med / ref:8.2f}x")
+    for (label, (_, nfe)), (med, first, _) in zip(rows, timed, strict=True):
+        print(f"{label:22s} {med * 1e3:9.2f} {first:8.2f} {med / ref:8.2f}x {nfe:8.0f}")
 
 
 if __name__ == "__main__":
