@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ndes  # noqa: E402
 from ndes import diffusion as D  # noqa: E402
+from ndes.data._toys import _eight_gaussians_mixture  # noqa: E402
 
 
 def samplers(quick: bool):
@@ -107,9 +108,7 @@ class Toy:
         """8 Gaussians' closed-form score (`GaussianMixtureScore`, as `ndes.data.toy_2d` draws)."""
         if self.name != "8gaussians":
             return None
-        a = np.arange(8) * (2 * np.pi / 8)
-        means = 4.0 * np.stack([np.cos(a), np.sin(a)], -1) / 1.414
-        covs = np.broadcast_to((0.5 / 1.414) ** 2 * np.eye(2), (8, 2, 2))
+        means, covs = _eight_gaussians_mixture()
         return D.ScoreModel(D.GaussianMixtureScore(means, covs, D.VPSDE()), D.VPSDE(), "score")
 
 
@@ -280,8 +279,7 @@ def main(argv=None):
         if exact is not None:  # the true flow: the NFE and quality a perfect model would get
             ex = "exact score (closed form)"
             runs[ex] = (exact, 0, None, (), None, None, ex)
-        rname = {"error": "ErrorEstimate", "local": "LocalErrorEstimate"}
-        rname = rname.get(args.regularizer, "StiffnessEstimate")
+        rname = type(make_regularizer(args.regularizer, 1.0)).__name__
         if args.joint:
             base = f"plain DSM, {steps} steps"
             runs[base] = (None, 0, None, (), None, None, base)

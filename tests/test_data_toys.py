@@ -126,3 +126,17 @@ def test_toy_2d_counts_accept_numpy_ints_not_bools():
     assert nd.toy_2d("moons", np.int64(5), key=jr.key(0)).shape == (5, 2)
     with pytest.raises(ValueError, match=r"n=True must be an int >= 1"):
         nd.toy_2d("moons", True, key=jr.key(0))
+
+
+def test_eight_gaussians_mixture_is_what_toy_2d_samples():
+    """The closed-form mixture (used for the exact score in the diffusion benchmark) has
+    the centres and spread of `toy_2d("8gaussians")`'s draws."""
+    from ndes.data._toys import _eight_gaussians_mixture
+
+    means, covs = _eight_gaussians_mixture()
+    x = np.asarray(nd.toy_2d("8gaussians", 8000, key=jr.key(3)), np.float64)
+    nearest = np.argmin(((x[:, None] - means[None]) ** 2).sum(-1), 1)
+    resid = x - means[nearest]
+    np.testing.assert_allclose(resid.mean(0), 0.0, atol=0.01)
+    np.testing.assert_allclose(resid.std(0), np.sqrt(covs[0, 0, 0]), rtol=0.05)
+    assert np.bincount(nearest, minlength=8).min() > 800  # equal weights

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int
@@ -30,13 +31,26 @@ from .._checks import check_int
 __all__ = ["toy_2d", "TOY_2D_NAMES"]
 
 
+# FFJORD's 8 Gaussians: centres on a circle of radius 4, std 0.5, all divided by 1.414.
+_EIGHT_RADIUS, _EIGHT_STD, _EIGHT_SCALE = 4.0, 0.5, 1.414
+
+
 def _eight_gaussians(key, n, dtype):
     k_c, k_n = jr.split(key)
     angles = jnp.arange(8, dtype=dtype) * (2 * math.pi / 8)
-    centers = 4.0 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+    centers = _EIGHT_RADIUS * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
     idx = jr.randint(k_c, (n,), 0, 8)
-    x = centers[idx] + 0.5 * jr.normal(k_n, (n, 2), dtype)
-    return x / 1.414
+    x = centers[idx] + _EIGHT_STD * jr.normal(k_n, (n, 2), dtype)
+    return x / _EIGHT_SCALE
+
+
+def _eight_gaussians_mixture() -> tuple[np.ndarray, np.ndarray]:
+    """The exact mixture `toy_2d("8gaussians", ...)` samples: means `(8, 2)` and covariances
+    `(8, 2, 2)` (float64, equal weights), e.g. for `ndes.diffusion.GaussianMixtureScore`."""
+    angles = np.arange(8) * (2 * math.pi / 8)
+    means = _EIGHT_RADIUS * np.stack([np.cos(angles), np.sin(angles)], -1) / _EIGHT_SCALE
+    covs = np.broadcast_to((_EIGHT_STD / _EIGHT_SCALE) ** 2 * np.eye(2), (8, 2, 2))
+    return means, covs
 
 
 def _pinwheel(key, n, dtype):
