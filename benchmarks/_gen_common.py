@@ -41,11 +41,16 @@ BUDGET_TARGET = 0.5
 @dataclasses.dataclass(frozen=True)
 class SuiteConfig:
     """`quick`: seconds per problem (tests); `steps`: optimiser steps (0 = the family's
-    default); `max_length`: series longer than this are subsampled (0 = never)."""
+    default); `max_length`: series longer than this are subsampled (0 = never);
+    `ncde_solver`: the UEA family's NCDE solve, `"tsit5"` (the model's default: adaptive
+    Tsit5 + PID) or a fixed-step solver name (`"midpoint"`, `"heun"`, `"ralston"`, `"bosh3"`)
+    taking `ncde_substeps` steps per observation interval."""
 
     quick: bool = False
     steps: int = 0
     max_length: int = 0
+    ncde_solver: str = "tsit5"
+    ncde_substeps: int = 1
 
 
 def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> tuple:

@@ -56,9 +56,30 @@ def _prepare(split):
     return {"ts": ts, "coeffs": coeffs, "t1": t1, "label": jnp.asarray(split.labels)}
 
 
-def _build(kind, channels, num_classes, key):
+FIXED_SOLVERS = {
+    "midpoint": diffrax.Midpoint,
+    "heun": diffrax.Heun,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+}
+
+
+def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1):
     if kind == "ncde":
-        return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key)
+        if solver == "tsit5":
+            return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key)
+        # `substeps` steps per observation interval of the padded grid, in normalised time.
+        return ndes.NeuralCDE(
+            channels,
+            32,
+            num_classes,
+            64,
+            2,
+            key=key,
+            solver=FIXED_SOLVERS[solver](),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            dt0=1.0 / (substeps * (length - 1)),
+        )
     return ndes.NeuralLSDE(
         32,
         64,
@@ -115,7 +136,12 @@ def run(
     train, test = _prepare(train_s), _prepare(test_s)
     steps = cfg.steps or (3 if cfg.quick else 300)
     channels = train["coeffs"][0].shape[-1]
-    model = _build(model_kind, channels, data.num_classes, jax.random.key(seed))
+    solver = cfg.ncde_solver if model_kind == "ncde" else "tsit5"
+    length = int(train["ts"].shape[1])
+    model = _build(
+        model_kind, channels, data.num_classes, jax.random.key(seed), solver, length,
+        cfg.ncde_substeps,
+    )  # fmt: skip
     key = jax.random.key(seed + 7)
     regs = regularizers(method, key, solver_has_fsal=model_kind == "ncde")
     if method != "vanilla" and not regs:
@@ -149,11 +175,15 @@ def run(
     note = (
         f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
     )
+    if solver != "tsit5":
+        per = f"{cfg.ncde_substeps} steps" if cfg.ncde_substeps > 1 else "one step"
+        note = f"{solver}, {per} per observation interval; {note}".rstrip("; ")
     return [
         {
             "family": "uea",
             "problem": problem,
-            "model": model_kind,
+            "model": model_kind if solver == "tsit5" else f"{model_kind}-{solver}"
+            + (f"x{cfg.ncde_substeps}" if cfg.ncde_substeps > 1 else ""),
             "missing": missing,
             "method": method,
             "seed": seed,

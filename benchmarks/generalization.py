@@ -29,6 +29,7 @@ or within 5 % of vanilla's loss / negative ELBO.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -228,6 +229,13 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=0, help="optimiser steps (0: family default)")
     p.add_argument("--max-length", type=int, default=0, help="subsample longer series")
+    p.add_argument(
+        "--ncde-solver",
+        default="tsit5",
+        choices=("tsit5", "midpoint", "heun", "ralston", "bosh3"),
+        help="uea NCDE: adaptive tsit5 (default) or fixed, --ncde-substeps per interval",
+    )
+    p.add_argument("--ncde-substeps", type=int, default=1, help="fixed steps per interval")
     p.add_argument("--out", default="runs/generalization")
     p.add_argument("--table", default=None, help="only print the table of this results.json")
     a = p.parse_args(argv)
@@ -235,7 +243,10 @@ def main(argv=None) -> int:
         records = json.loads(Path(a.table).read_text())
         print(summarise(records)[0])
         return 0
-    cfg = common.SuiteConfig(quick=a.quick, steps=a.steps, max_length=a.max_length)
+    cfg = common.SuiteConfig(
+        quick=a.quick, steps=a.steps, max_length=a.max_length, ncde_solver=a.ncde_solver,
+        ncde_substeps=a.ncde_substeps,
+    )  # fmt: skip
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -259,7 +270,7 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{len(plan)}] FAILED {spec}: {type(e).__name__}: {e}", flush=True)
         for r in new:
             r["suite_key"] = list(_spec_key(spec, model_of))
-            r.setdefault("config", {"quick": a.quick, "steps": a.steps, "max_length": a.max_length})
+            r.setdefault("config", dataclasses.asdict(cfg))
             records.append(r)
             print(
                 f"[{i + 1}/{len(plan)}] {r['problem']} {r['model']} {r['missing']:.0%} "

@@ -2,8 +2,9 @@
 
 MLP 2 -> 64 -> 64 -> 2 (softplus), batch 256, Tsit5 with PIDController(rtol=1e-3,
 atol=1e-6), t in [0, 1] saved at 10 times, MSE to a target trajectory, float32, Adam; plus
-torchdiffeq (dopri5 is the closest: torchdiffeq has no tsit5) when installed. Median of
->= 20 warmed-up steps, first call (compile) separately; `fwd NFE` is each side's vector-field
+torchdiffeq (dopri5: torchdiffeq has no tsit5) when installed; ndes joint with Dopri5 too,
+the same method on both sides (Tsit5's error estimate takes 4 steps here, Dopri5 3). Median
+of >= 20 warmed-up steps, first call (compile) separately; `fwd NFE` is each side's vector-field
 evaluations in one forward solve at the initial parameters (ndes's exact counter; torchdiffeq:
 calls of the field), so a time ratio can be read per evaluation. `--quick` for a smoke run.
 """
@@ -37,13 +38,14 @@ def data(batch, n_t, seed=0):
     return ts, y0, target
 
 
-def ndes_step(mode, width, ts, y0, target):
+def ndes_step(mode, width, ts, y0, target, solver=None):
     model = NeuralODE.mlp(
         2,
         width,
         2,
         key=jr.PRNGKey(0),
         batch_mode=mode,
+        solver=solver or diffrax.Tsit5(),
         stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
         dt0=None,
     )
@@ -114,12 +116,26 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1, as in cde_speed.py and sde_speed.py)",
+    )
     a = ap.parse_args(argv)
     if a.quick:
         width, batch, n_t, repeats = 8, 8, 3, a.repeats or 3
     else:
         width, batch, n_t, repeats = 64, 256, 10, a.repeats or 20
     ts, y0, target = data(batch, n_t)
+    try:
+        import torch
+
+        if a.torch_threads > 0:
+            torch.set_num_threads(a.torch_threads)
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    except ImportError:
+        pass
     print(
         f"NeuralODE train step: MLP 2->{width}->{width}->2, batch {batch}, Tsit5 rtol 1e-3 "
         f"atol 1e-6 (torchdiffeq: dopri5), {n_t} save times, float32, Adam; median of {repeats}"
@@ -128,6 +144,8 @@ def main(argv=None):
     rows = [
         ("ndes joint", ndes_step("joint", width, ts, y0, target)),
         ("ndes vmap", ndes_step("vmap", width, ts, y0, target)),
+        # torchdiffeq's solver, so that both sides take the same steps.
+        ("ndes joint dopri5", ndes_step("joint", width, ts, y0, target, diffrax.Dopri5())),
     ]
     try:
         rows.append(("torchdiffeq dopri5", torch_step(width, ts, y0, target)))

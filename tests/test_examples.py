@@ -37,6 +37,13 @@ def test_uea_ncde_vanilla_and_error(tmp_path, capsys):
     assert "vanilla" in out and "error(0.01)" in out
 
 
+def test_uea_ncde_midpoint_one_step_per_observation(tmp_path, capsys):
+    records, _ = _run(tmp_path, capsys, "--ncde-solver", "midpoint", "--reg", "none")
+    (r,) = records
+    assert r["solver"] == "Midpoint, one step per observation interval"
+    assert r["nfe_per_prediction"] == 2 * (29 - 1)  # JapaneseVowels: padded length 29
+
+
 @pytest.mark.slow
 def test_uea_lsde_shark_with_budget(tmp_path, capsys):
     records, out = _run(
@@ -53,3 +60,10 @@ def test_uea_refuses_error_estimate_with_fixed_step_euler(tmp_path, capsys):
     with pytest.raises(SystemExit):
         uea.main(["--model", "lsde", "--sde-solver", "euler", "--out", str(tmp_path)])
     assert "--sde-solver euler has no error estimate" in capsys.readouterr().err
+
+
+def test_uea_refuses_error_estimate_with_fixed_step_midpoint(tmp_path, capsys):
+    uea = _load("uea_classification")
+    with pytest.raises(SystemExit):
+        uea.main(["--ncde-solver", "midpoint", "--reg", "error", "--out", str(tmp_path)])
+    assert "--ncde-solver midpoint takes fixed steps" in capsys.readouterr().err

@@ -93,3 +93,16 @@ def test_budget_trace_runs(capsys):
     budget_trace.main("UnitTest", "budget", {"warmup": 1, "learned": 0.0}, steps=3)
     out = capsys.readouterr().out
     assert "UnitTest budget" in out and "accuracy" in out
+
+
+def test_suite_fixed_step_ncde(tmp_path):
+    """`--ncde-solver midpoint`: one step per observation interval, so a prediction costs
+    exactly 2 (L - 1) evaluations (quick mode subsamples ItalyPowerDemand's 24 points to 12)."""
+    out = tmp_path / "fixed"
+    argv = "--quick --families uea --problems ItalyPowerDemand --models ncde --missing 0 "
+    argv += f"--seeds 1 --methods vanilla --no-baseline --ncde-solver midpoint --out {out}"
+    assert gen.main(argv.split()) == 0
+    (r,) = json.loads((out / "results.json").read_text())
+    assert r["model"] == "ncde-midpoint" and r["config"]["ncde_solver"] == "midpoint"
+    assert r["nfe_per_prediction"] == 2 * (12 - 1)
+    assert "one step per observation interval" in r["note"]

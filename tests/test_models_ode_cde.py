@@ -265,6 +265,22 @@ def test_cde_joint_equals_vmap_constant_steps(getkey):
         np.testing.assert_allclose(a.penalty_terms[name], b.penalty_terms[name], rtol=1e-10)
 
 
+def test_cde_constant_step_without_dt0_steps_once_per_interval(getkey):
+    """`dt0=None` with a constant step: one step per interval of the padded grid, the same
+    solve as `dt0 = 1/(L-1)`, at an exactly known cost (Midpoint: 2 evaluations a step)."""
+    key = getkey()
+    L = 9
+    ts = jnp.arange(float(L))
+    xs = jr.normal(getkey(), (3, L, 3))
+    per_knot = _cde(key, "joint", dt0=None)
+    explicit = _cde(key, "joint", dt0=1.0 / (L - 1))
+    coeffs = per_knot.coefficients(ts, xs)
+    a, b = per_knot(ts, coeffs), explicit(ts, coeffs)
+    np.testing.assert_array_equal(a.final_state, b.final_state)
+    assert int(a.stats["num_steps"]) == L - 1
+    assert int(a.stats["num_fevals"]) == 2 * (L - 1)
+
+
 class _LinearField(eqx.Module):
     A: jax.Array  # (C, H, H)
 

@@ -109,7 +109,9 @@ class NeuralCDE(eqx.Module):
       single fields): `solver`, `stepsize_controller`, `adjoint`, `max_steps` as in
       `diffrax.diffeqsolve` (default `Tsit5` with `PIDController(rtol=1e-3, atol=1e-6)`,
       `RecursiveCheckpointAdjoint()`, 4096); `dt0`: initial/fixed step in normalised time
-      ($1/N$ for $N$ steps), `None` lets an adaptive controller choose; `batch_mode`:
+      ($1/N$ for $N$ steps), `None` lets an adaptive controller choose and, with
+      `diffrax.ConstantStepSize()`, takes one step per interval of the padded time grid
+      ($N = L - 1$: for a regular series every step ends on an observation); `batch_mode`:
       `"joint"` (default) or `"vmap"`.
 
     **Reference:** Kidger, Morrill, Foster, Lyons, "Neural Controlled Differential
@@ -142,7 +144,7 @@ class NeuralCDE(eqx.Module):
         **options: Any,
     ):
         settings = settings_from(_DEFAULTS, settings, options, "NeuralCDE")
-        settings.check("NeuralCDE", "pass dt0=1/N for N steps per series")
+        settings.check("NeuralCDE")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(
                 f"NeuralCDE(interpolation={interpolation!r}) must be diffrax.CubicInterpolation "
@@ -302,6 +304,9 @@ class NeuralCDE(eqx.Module):
             return _path(self.interpolation, ts_b, coeffs_b).evaluate(t0_b)
 
         field = _NormalisedField(self.field, self.interpolation)
+        dt0 = self.settings.dt0
+        if dt0 is None and not self.settings.adaptive:  # one step per knot interval
+            dt0 = 1.0 / (ts.shape[-1] - 1)
 
         def solve(z0, regs, joint, args):
             return self.settings.diffeqsolve(
@@ -313,6 +318,7 @@ class NeuralCDE(eqx.Module):
                 saveat=diffrax.SaveAt(t1=True),
                 regularizers=regs,
                 train_step=train_step,
+                dt0=dt0,
             )
 
         args = (ts, coeffs, t0, t_end)
