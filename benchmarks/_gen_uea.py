@@ -9,8 +9,8 @@ model -> `ndes.fit` (Adam, lr 1e-2 with warm-up and cosine decay, batch 32). NCD
 `PIDController(rtol=1e-3, atol=1e-6)` (`--ncde-solver tsit5`, the suite's default: adaptive,
 so that the regularizers can cut its cost; the model's default until 2026-12-02) or a fixed
 step per observation interval (`--ncde-solver bosh3` is `NeuralCDE`'s default now), hidden
-32, MLP width 64, depth 2. LSDE: ShARK + PID(rtol=1e-3, atol=1e-5) on a `VirtualBrownianTree` (additive noise),
-the same path as drift input.
+32, MLP width 64, depth 2. LSDE: ShARK + PID(rtol=1e-3, atol=1e-5) on a
+`VirtualBrownianTree` (additive noise), the same path as drift input.
 
 `max_length`: a series longer than this is subsampled by a constant stride (so that a
 CPU run fits its time budget); such records say so in `note`.
@@ -69,28 +69,17 @@ FIXED_SOLVERS = {
 def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1):
     if kind == "ncde":
         if solver == "tsit5":  # adaptive: the regularizer and budget rows need it
-            return ndes.NeuralCDE(
-                channels,
-                32,
-                num_classes,
-                64,
-                2,
-                key=key,
+            settings = dict(
                 solver=diffrax.Tsit5(),
                 stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
             )
-        # `substeps` steps per observation interval of the padded grid, in normalised time.
-        return ndes.NeuralCDE(
-            channels,
-            32,
-            num_classes,
-            64,
-            2,
-            key=key,
-            solver=FIXED_SOLVERS[solver](),
-            stepsize_controller=diffrax.ConstantStepSize(),
-            dt0=1.0 / (substeps * (length - 1)),
-        )
+        else:  # `substeps` steps per observation interval of the padded grid (normalised time)
+            settings = dict(
+                solver=FIXED_SOLVERS[solver](),
+                stepsize_controller=diffrax.ConstantStepSize(),
+                dt0=1.0 / (substeps * (length - 1)),
+            )
+        return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key, **settings)
     return ndes.NeuralLSDE(
         32,
         64,
