@@ -42,9 +42,9 @@ BUDGET_TARGET = 0.5
 class SuiteConfig:
     """`quick`: seconds per problem (tests); `steps`: optimiser steps (0 = the family's
     default); `max_length`: series longer than this are subsampled (0 = never);
-    `ncde_solver`: the UEA family's NCDE solve, `"tsit5"` (the model's default: adaptive
-    Tsit5 + PID) or a fixed-step solver name (`"midpoint"`, `"heun"`, `"ralston"`, `"bosh3"`)
-    taking `ncde_substeps` steps per observation interval."""
+    `ncde_solver`: the UEA family's NCDE solve, `"tsit5"` (adaptive Tsit5 + PID, which the
+    regularizer rows need) or a fixed-step solver name (`"midpoint"`, `"heun"`, `"ralston"`,
+    `"bosh3"`) taking `ncde_substeps` steps per observation interval."""
 
     quick: bool = False
     steps: int = 0

@@ -37,11 +37,12 @@ def test_uea_ncde_vanilla_and_error(tmp_path, capsys):
     assert "vanilla" in out and "error(0.01)" in out
 
 
-def test_uea_ncde_midpoint_one_step_per_observation(tmp_path, capsys):
-    records, _ = _run(tmp_path, capsys, "--ncde-solver", "midpoint", "--reg", "none")
+def test_uea_ncde_bosh3_one_step_per_observation(tmp_path, capsys):
+    records, _ = _run(tmp_path, capsys, "--ncde-solver", "bosh3", "--reg", "none")
     (r,) = records
-    assert r["solver"] == "Midpoint, one step per observation interval"
-    assert r["nfe_per_prediction"] == 2 * (29 - 1)  # JapaneseVowels: padded length 29
+    assert r["solver"] == "Bosh3, one step per observation interval"
+    # JapaneseVowels: padded length 29, 28 Bosh3 steps of 3 evaluations (FSAL) plus the first.
+    assert r["nfe_per_prediction"] == 3 * (29 - 1) + 1
 
 
 @pytest.mark.slow
@@ -62,8 +63,8 @@ def test_uea_refuses_error_estimate_with_fixed_step_euler(tmp_path, capsys):
     assert "--sde-solver euler has no error estimate" in capsys.readouterr().err
 
 
-def test_uea_refuses_error_estimate_with_fixed_step_midpoint(tmp_path, capsys):
+def test_uea_refuses_error_estimate_with_fixed_step_bosh3(tmp_path, capsys):
     uea = _load("uea_classification")
     with pytest.raises(SystemExit):
-        uea.main(["--ncde-solver", "midpoint", "--reg", "error", "--out", str(tmp_path)])
-    assert "--ncde-solver midpoint takes fixed steps" in capsys.readouterr().err
+        uea.main(["--ncde-solver", "bosh3", "--reg", "error", "--out", str(tmp_path)])
+    assert "--ncde-solver bosh3 takes fixed steps" in capsys.readouterr().err

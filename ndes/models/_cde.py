@@ -123,8 +123,8 @@ class NeuralCDE(eqx.Module):
       `"joint"` (default) or `"vmap"`.
 
     **The default solve is fixed-step.** Bosh3, one step per observation interval, was
-    chosen over adaptive Tsit5 + PID on the generalization suite's ten UEA sets (as
-    accurate or better on average at a tenth of the evaluations; docs/results.md). A fixed
+    chosen over adaptive Tsit5 + PID on the generalization suite's ten UEA sets (more
+    accurate on average, at a fraction of the evaluations; measured in docs/results.md). A fixed
     step's cost cannot be cut by a regularizer: to trade cost against accuracy with
     `ErrorEstimate` or a budget, pass an adaptive solve, e.g. `solver=diffrax.Tsit5(),
     stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6)` (the previous default).
