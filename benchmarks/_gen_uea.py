@@ -73,11 +73,12 @@ def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=
                 solver=diffrax.Tsit5(),
                 stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6),
             )
-        else:  # `substeps` steps per observation interval of the padded grid (normalised time)
+        else:  # `substeps` steps per observation interval of the padded grid (normalised time);
+            # one step is the model's own rule for a constant step without dt0.
             settings = dict(
                 solver=FIXED_SOLVERS[solver](),
                 stepsize_controller=diffrax.ConstantStepSize(),
-                dt0=1.0 / (substeps * (length - 1)),
+                dt0=None if substeps == 1 else 1.0 / (substeps * (length - 1)),
             )
         return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key, **settings)
     return ndes.NeuralLSDE(
