@@ -123,10 +123,10 @@ def _need_key(key, method: str):
 
 def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0, steer_b=0.5):
     """Adam on the mean NLL (+ penalty). `method="budget"` (`"budget0.7"`): ErrorEstimate's
-        weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
-        each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
-        fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
-        step's NFE and NLL and keeps them: returns (model, seconds, history), the history a list
+    weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
+    each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
+    fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
+    step's NFE and NLL and keeps them: returns (model, seconds, history), the history a list
     of `{"step", "nll", "num_fevals", "penalty"}` (the train batch's NLL, unweighted penalty)."""
     opt = optax.adam(lr)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))

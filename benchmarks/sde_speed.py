@@ -43,7 +43,7 @@ affects every row alike; reported: median of >= 20 steps and the ratio to torchs
 the grid rows, to the `lax.scan` loop). `--quick` runs tiny sizes, Euler--Maruyama and a
 tiny latent case without the tree row (compile-bound smoke run). `--tol-sweep` measures how
 the cost of an adaptive Heun solve with `VirtualBrownianTree` grows as `tol` shrinks (the basis of
-`ndes.models._sde.default_tree_tol`). Run: `python benchmarks/sde_speed.py`.
+`ndes.models._sde_solve.default_tree_tol`). Run: `python benchmarks/sde_speed.py`.
 """
 
 from __future__ import annotations

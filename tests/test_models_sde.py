@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from ndes._brownian import GridBrownianPath
-from ndes.models._sde import NeuralSDE, default_tree_tol
+from ndes.models._sde import NeuralSDE
+from ndes.models._sde_solve import default_tree_tol
 from ndes.models._stable_sde import NeuralGSDE, NeuralLNSDE, NeuralLSDE
 from ndes.regularizers import ErrorEstimate, LocalErrorEstimate
 

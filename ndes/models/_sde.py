@@ -20,11 +20,10 @@ from ._sde_solve import (
     SDESettings,
     check_sde_config,
     check_sde_solver,
-    default_tree_tol,
     solve_sde,
 )
 
-__all__ = ["NeuralSDE", "SDESettings", "default_tree_tol", "SDE_TYPES", "NOISE_TYPES"]
+__all__ = ["NeuralSDE", "SDESettings", "SDE_TYPES", "NOISE_TYPES"]
 
 NoiseType = Literal["diagonal", "general"]
 SDEType = Literal["ito", "stratonovich"]
