@@ -44,13 +44,16 @@ class SuiteConfig:
     default); `max_length`: series longer than this are subsampled (0 = never);
     `ncde_solver`: the UEA family's NCDE solve, `"tsit5"` (adaptive Tsit5 + PID, which the
     regularizer rows need) or a fixed-step solver name (`"midpoint"`, `"heun"`, `"ralston"`,
-    `"bosh3"`) taking `ncde_substeps` steps per observation interval."""
+    `"bosh3"`) taking `ncde_substeps` steps per observation interval; `lsde_solver`: the
+    stable SDE's, `"shark"` (adaptive ShARK + PID on a Brownian tree) or a fixed-step
+    `"euler"` (Itô) / `"heun"` (Stratonovich) on the Brownian grid, one step per interval."""
 
     quick: bool = False
     steps: int = 0
     max_length: int = 0
     ncde_solver: str = "tsit5"
     ncde_substeps: int = 1
+    lsde_solver: str = "shark"
 
 
 def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> tuple:

@@ -10,7 +10,9 @@ model -> `ndes.fit` (Adam, lr 1e-2 with warm-up and cosine decay, batch 32). NCD
 so that the regularizers can cut its cost; the model's default until 2026-12-02) or a fixed
 step per observation interval (`--ncde-solver bosh3` is `NeuralCDE`'s default now), hidden
 32, MLP width 64, depth 2. LSDE: ShARK + PID(rtol=1e-3, atol=1e-5) on a
-`VirtualBrownianTree` (additive noise), the same path as drift input.
+`VirtualBrownianTree` (additive noise; `--lsde-solver shark`, the suite's default) or
+Euler/Heun with one fixed step per observation interval on the Brownian grid
+(`--lsde-solver euler|heun`), the same path as drift input.
 
 `max_length`: a series longer than this is subsampled by a constant stride (so that a
 CPU run fits its time budget); such records say so in `note`.
@@ -81,16 +83,20 @@ def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=
                 dt0=None if substeps == 1 else 1.0 / (substeps * (length - 1)),
             )
         return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key, **settings)
+    if solver == "shark":  # adaptive, on a VirtualBrownianTree
+        settings = dict(
+            solver=diffrax.ShARK(),
+            sde_type="stratonovich",
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5),
+        )
+    else:  # the model's own rule: one fixed step per interval of `ts`, on the Brownian grid
+        settings = dict(
+            solver=diffrax.Euler() if solver == "euler" else diffrax.Heun(),
+            sde_type="ito" if solver == "euler" else "stratonovich",
+            stepsize_controller=diffrax.ConstantStepSize(),
+        )
     return ndes.NeuralLSDE(
-        32,
-        64,
-        2,
-        key=key,
-        input_channels=channels,
-        out_size=num_classes,
-        solver=diffrax.ShARK(),
-        sde_type="stratonovich",
-        stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5),
+        32, 64, 2, key=key, input_channels=channels, out_size=num_classes, **settings
     )
 
 
@@ -137,7 +143,7 @@ def run(
     train, test = _prepare(train_s), _prepare(test_s)
     steps = cfg.steps or (3 if cfg.quick else 300)
     channels = train["coeffs"][0].shape[-1]
-    solver = cfg.ncde_solver if model_kind == "ncde" else "tsit5"
+    solver = cfg.ncde_solver if model_kind == "ncde" else cfg.lsde_solver
     length = int(train["ts"].shape[1])
     model = _build(
         model_kind, channels, data.num_classes, jax.random.key(seed), solver, length,
@@ -176,15 +182,17 @@ def run(
     note = (
         f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
     )
-    if solver != "tsit5":
-        per = f"{cfg.ncde_substeps} steps" if cfg.ncde_substeps > 1 else "one step"
+    adaptive = solver in ("tsit5", "shark")
+    substeps = cfg.ncde_substeps if model_kind == "ncde" else 1
+    if not adaptive:
+        per = f"{substeps} steps" if substeps > 1 else "one step"
         note = f"{solver}, {per} per observation interval; {note}".rstrip("; ")
     return [
         {
             "family": "uea",
             "problem": problem,
-            "model": model_kind if solver == "tsit5" else f"{model_kind}-{solver}"
-            + (f"x{cfg.ncde_substeps}" if cfg.ncde_substeps > 1 else ""),
+            "model": model_kind if adaptive else f"{model_kind}-{solver}"
+            + (f"x{substeps}" if substeps > 1 else ""),
             "missing": missing,
             "method": method,
             "seed": seed,

@@ -236,6 +236,12 @@ def main(argv=None) -> int:
         help="uea NCDE: adaptive tsit5 (default) or fixed, --ncde-substeps per interval",
     )
     p.add_argument("--ncde-substeps", type=int, default=1, help="fixed steps per interval")
+    p.add_argument(
+        "--lsde-solver",
+        default="shark",
+        choices=("shark", "euler", "heun"),
+        help="uea LSDE: adaptive shark (default) or fixed, one step per interval",
+    )
     p.add_argument("--out", default="runs/generalization")
     p.add_argument("--table", default=None, help="only print the table of this results.json")
     a = p.parse_args(argv)
@@ -245,7 +251,7 @@ def main(argv=None) -> int:
         return 0
     cfg = common.SuiteConfig(
         quick=a.quick, steps=a.steps, max_length=a.max_length, ncde_solver=a.ncde_solver,
-        ncde_substeps=a.ncde_substeps,
+        ncde_substeps=a.ncde_substeps, lsde_solver=a.lsde_solver,
     )  # fmt: skip
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def run_one(a, missing, reg, seed, progress):
     kind, name, weight, steps = a.model, a.dataset, a.weight, a.steps
     data = load_uea(name, missing=missing, seed=seed)
     train, test = prepare_cde(data.train), prepare_cde(data.test)
-    grid = a.grid or int(data.train.times.shape[1]) - 1
+    grid = a.grid or None  # None: the model's own one step per interval of the padded grid
     model = build(
         kind, train.channels, a.hidden, data.num_classes, a.width, seed, a.rtol, a.sde_solver, grid,
         a.ncde_solver,

@@ -66,10 +66,6 @@ def _with(**changes):
             r"model.type = 'neural_cde'",
         ),
         (
-            _with(data={"name": "uea"}, model={"type": "stable_sde", "solver": "Euler"}),
-            r"config key 'model.num_steps' is required with model.solver = 'Euler'",
-        ),
-        (
             _with(data={"name": "uea"}, model={"type": "stable_sde", "num_steps": 8}),
             r"'model.num_steps' applies only to model.solver = 'Euler'; ShARK is adaptive",
         ),
@@ -229,8 +225,7 @@ _ERR = [{"type": "ErrorEstimate", "weight": 0.01, "rtol": 1e-2, "atol": 1e-4}]
                 "hidden": 4,
                 "depth": 1,
                 "kind": "lnsde",
-                "solver": "Euler",
-                "num_steps": 8,
+                "solver": "Euler",  # no num_steps: one step per observation interval
             },
             [],
         ),
@@ -265,6 +260,8 @@ def test_stable_sde_job_trains_a_step_on_uea(model, regs):
     )
     (rec,) = res.history
     assert np.isfinite(rec["loss"]) and rec["num_fevals"] > 0
+    if model.get("solver") == "Euler":  # drift + diffusion once per interval of the grid
+        assert rec["num_fevals"] == 2 * (np.shape(job.data[0])[-1] - 1)  # data[0]: times
     if regs:
         assert rec["penalty_terms"]["ErrorEstimate"] > 0
 

@@ -243,6 +243,28 @@ def test_stable_single_series_and_jax_vmap(getkey):
     assert np.all(np.isfinite(out.ys)) and not np.allclose(out.ys[0], out.ys[1])
 
 
+def test_stable_default_steps_once_per_interval(getkey):
+    """Without dt0 or num_steps a stable SDE takes one Euler step per interval of `ts`
+    (`len(ts) - 1` equal steps): the same solve, bitwise, as num_steps=len(ts)-1, and
+    under jit with traced `ts` too. NeuralSDE still asks for the step (its `ts` are save times)."""
+    ts, ctrl = _control(B=3)
+    k = getkey()
+    for cls in (NeuralLSDE, NeuralLNSDE, NeuralGSDE):
+        default = cls(6, 8, 1, key=jr.key(0), input_channels=3, out_size=5)
+        explicit = cls(
+            6, 8, 1, key=jr.key(0), input_channels=3, out_size=5, num_steps=len(ts) - 1
+        )
+        out = default(ts, ctrl, key=k)
+        assert int(out.stats["num_steps"]) == len(ts) - 1
+        assert int(out.stats["num_fevals"]) == 2 * (len(ts) - 1)  # drift + diffusion per step
+        np.testing.assert_array_equal(out.ys, explicit(ts, ctrl, key=k).ys)
+        if cls is NeuralLSDE:  # traced ts: the step count comes from the static shape
+            jitted = jax.jit(lambda t, m=default: m(t, ctrl, key=k).ys)(ts)
+            np.testing.assert_allclose(jitted, out.ys, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="num_steps=N"):
+        NeuralSDE.mlp(2, 4, 1, key=k)
+
+
 def test_stable_formulas(getkey):
     """Diffusion and drift follow the paper (bounded=False) and the authors' code (True)."""
     t, z = 0.3, jnp.array([0.5, -1.5, 2.0])

@@ -231,7 +231,8 @@ class NeuralCDEModel(_ODESolved):
 class StableSDEModel(Table):
     """A stable neural SDE (Oh, Lee, Park 2024; `ndes.models.StableSDEClassifier`): ReLU drift
     MLP (no activation key), adaptive by default with ShARK for the additive-noise
-    Langevin-type model (docs/sde.md)."""
+    Langevin-type model (docs/sde.md). `solver = "Euler"` takes fixed steps on the Brownian
+    grid: `num_steps` equal steps, or one per observation interval when it is unset."""
 
     accepts: ClassVar[tuple[str, ...]] = ("series",)
     type: Literal["stable_sde"]
@@ -248,11 +249,6 @@ class StableSDEModel(Table):
 
     @model_validator(mode="after")
     def _solver_fits(self):
-        if self.solver == "Euler" and self.num_steps is None:
-            raise ConfigError(
-                "config key 'model.num_steps' is required with model.solver = 'Euler' (fixed "
-                "steps on the Brownian grid; e.g. one per observation)."
-            )
         if self.solver != "Euler" and self.num_steps is not None:
             raise ConfigError(
                 "config key 'model.num_steps' applies only to model.solver = 'Euler'; "

@@ -362,9 +362,17 @@ def solve_sde(
 
 
 def check_sde_config(
-    owner: str, settings: SolverSettings, sde: SDESettings, noise: str, noise_size: int | None
+    owner: str,
+    settings: SolverSettings,
+    sde: SDESettings,
+    noise: str,
+    noise_size: int | None,
+    per_interval: bool = False,
 ) -> None:
-    """Static checks of an SDE model's settings, each naming the argument and the fix."""
+    """Static checks of an SDE model's settings, each naming the argument and the fix.
+
+    `per_interval`: the model takes one constant step per interval of `ts` when neither
+    `dt0` nor `num_steps` is given (the stable SDE classes), so that is not an error."""
     settings.check(owner)
     brownian, brownian_tol, num_steps = sde.brownian, sde.brownian_tol, sde.num_steps
     dt0, stepsize_controller = settings.dt0, settings.stepsize_controller
@@ -388,7 +396,7 @@ def check_sde_config(
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
         raise ValueError(f"{owner}(num_steps={num_steps!r}) must be an int >= 1 or None.")
     adaptive = isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
-    if not adaptive and dt0 is None and num_steps is None:
+    if not adaptive and dt0 is None and num_steps is None and not per_interval:
         raise ValueError(
             f"{owner}: with {type(stepsize_controller).__name__} pass num_steps=N (N equal "
             "steps over [ts[0], ts[-1]]) or dt0."

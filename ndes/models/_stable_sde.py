@@ -34,6 +34,7 @@ norm and dropout); all series share the observation grid `ts` (no per-series fin
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,7 +112,11 @@ class AbstractStableSDE(eqx.Module):
       any solver `ndes.NeuralSDE` accepts for `sde_type`; `stepsize_controller`,
       `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`, `max_steps`,
       `batch_mode`): as in `ndes.NeuralSDE` (fixed steps use `ndes.GridBrownianPath`,
-      adaptive ones `diffrax.VirtualBrownianTree`; joint batch by default).
+      adaptive ones `diffrax.VirtualBrownianTree`; joint batch by default). One
+      difference: a constant step size with neither `dt0` nor `num_steps` (the default)
+      takes **one step per interval of `ts`** (`len(ts) - 1` equal steps over
+      `[ts[0], ts[-1]]`, so 2 NFE per observation: one drift and one diffusion evaluation),
+      as `ndes.NeuralCDE` does; measured against adaptive ShARK in docs/results.md.
     """
 
     drift_mlp: eqx.nn.MLP
@@ -155,7 +160,7 @@ class AbstractStableSDE(eqx.Module):
             )
         options, sde = split_sde_options(dict(options), sde)
         settings = settings_from(SDE_DEFAULTS, settings, options, name)
-        check_sde_config(name, settings, sde, "diagonal", None)
+        check_sde_config(name, settings, sde, "diagonal", None, per_interval=True)
         check_sde_solver(settings.solver, sde_type, type(self).additive, name)
         kd, kn1, ki, kr = jr.split(key, 4)
         c = 0 if input_channels is None else int(input_channels)
@@ -289,6 +294,10 @@ class AbstractStableSDE(eqx.Module):
                 f"path holds {control_batch} series; pass one initial state per series."
             )
         joint = self.settings.batch_mode == "joint"
+        sde = self.sde
+        if not self.settings.adaptive and self.settings.dt0 is None and sde.num_steps is None:
+            # One step per interval of `ts` (equal steps over [ts[0], ts[-1]]): the default.
+            sde = dataclasses.replace(sde, num_steps=ts.shape[0] - 1)
         out = solve_sde(
             _Field(self, control if z0.ndim == 1 else None, "drift"),
             _Field(self, None, "diffusion"),
@@ -296,7 +305,7 @@ class AbstractStableSDE(eqx.Module):
             z0,
             key,
             settings=self.settings,
-            sde=self.sde,
+            sde=sde,
             noise="diagonal",
             noise_size=self.hidden_size,
             owner=name,
