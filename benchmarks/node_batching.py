@@ -3,7 +3,9 @@
 MLP 2 -> 64 -> 64 -> 2 (softplus), batch 256, Tsit5 with PIDController(rtol=1e-3,
 atol=1e-6), t in [0, 1] saved at 10 times, MSE to a target trajectory, float32, Adam; plus
 torchdiffeq (dopri5: torchdiffeq has no tsit5) when installed; ndes joint with Dopri5 too,
-the same method on both sides (Tsit5's error estimate takes 4 steps here, Dopri5 3). Median
+the same method on both sides (Tsit5's error estimate takes 4 steps here, Dopri5 3); and two
+evaluation floors at the Dopri5 row's NFE: Euler steps of the same MLP in a hand-written
+`lax.scan` and in a torch loop (what the field alone costs, no solver can go below). Median
 of >= 20 warmed-up steps, first call (compile) separately; `fwd NFE` is each side's vector-field
 evaluations in one forward solve at the initial parameters (ndes's exact counter; torchdiffeq:
 calls of the field), so a time ratio can be read per evaluation. `--quick` for a smoke run.
@@ -78,6 +80,84 @@ def ndes_step(mode, width, ts, y0, target, solver=None):
     return run, float(nfe)
 
 
+def scan_floor_step(width, ts, y0, target, nfe):
+    """The evaluation floor: `nfe` evaluations of the same MLP field in a hand-written
+    `lax.scan` (explicit Euler steps on a grid that contains the save times), forward and
+    reverse-mode gradient, Adam. No solver can take `nfe` evaluations for less, so the row
+    says what the field alone costs; the gap to it is the solver's bookkeeping."""
+    n_t = len(ts)
+    per = max(1, round((nfe - 1) / (n_t - 1)))  # steps per save interval
+    n = per * (n_t - 1)
+    model = NeuralODE.mlp(2, width, 2, key=jr.PRNGKey(0))
+    mlp = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, model.vector_field
+    )
+    h = float(ts[-1] - ts[0]) / n
+    y0_j, tgt = jnp.asarray(y0), jnp.asarray(target)
+    opt = optax.adam(1e-3)
+    params, static = eqx.partition(mlp, eqx.is_inexact_array)
+    opt_state = opt.init(params)
+
+    def solve(field, y):
+        def body(y, _):
+            y = y + h * jax.vmap(lambda v: field(0.0, v, None))(y)
+            return y, y
+
+        _, path = jax.lax.scan(body, y, None, length=n)
+        return jnp.concatenate([y[None], path[per - 1 :: per]], 0)  # (T, B, 2)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_fn(p):
+            ys = jnp.swapaxes(solve(eqx.combine(p, static), y0_j), 0, 1)
+            return jnp.mean((ys - tgt) ** 2)
+
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss
+
+    state = [params, opt_state]
+
+    def run():
+        p, o, loss = step(*state)
+        jax.block_until_ready(loss)
+        state[0], state[1] = p, o
+
+    return run, float(n)
+
+
+def torch_floor_step(width, ts, y0, target, nfe):
+    """`scan_floor_step` in torch: the same Euler steps in a Python loop, autograd, Adam."""
+    import torch
+
+    torch.manual_seed(0)
+    f = torch.nn.Sequential(
+        torch.nn.Linear(2, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, 2),
+    )
+    opt = torch.optim.Adam(f.parameters(), lr=1e-3)
+    n_t = len(ts)
+    per = max(1, round((nfe - 1) / (n_t - 1)))
+    n, h = per * (n_t - 1), float(ts[-1] - ts[0]) / (per * (n_t - 1))
+    x0, tgt = torch.tensor(y0), torch.tensor(target).transpose(0, 1)
+
+    def run():
+        opt.zero_grad()
+        y, out = x0, [x0]
+        for i in range(n):
+            y = y + h * f(y)
+            if (i + 1) % per == 0:
+                out.append(y)
+        loss = ((torch.stack(out) - tgt) ** 2).mean()
+        loss.backward()
+        opt.step()
+
+    return run, float(n)
+
+
 def torch_step(width, ts, y0, target):
     import torch
     from torchdiffeq import odeint
@@ -149,6 +229,13 @@ def main(argv=None):
     ]
     try:
         rows.append(("torchdiffeq dopri5", torch_step(width, ts, y0, target)))
+    except ImportError:
+        pass
+    # The floors at the Dopri5 row's evaluation count (see scan_floor_step).
+    nfe = rows[2][1][1]
+    rows.append(("jax scan floor", scan_floor_step(width, ts, y0, target, nfe)))
+    try:
+        rows.append(("torch loop floor", torch_floor_step(width, ts, y0, target, nfe)))
     except ImportError:
         pass
     # Interleaved (round-robin) so that load drift on a shared machine affects all rows alike.

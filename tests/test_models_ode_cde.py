@@ -431,6 +431,7 @@ def test_quick_benchmarks_print_tables():
     assert "step ms" in cde and "ndes joint" in cde and "ndes vmap" in cde
     node = outs["node_batching.py"][0]
     assert "ndes joint" in node and "ndes vmap" in node and "1.00x" in node and "fwd NFE" in node
+    assert "jax scan floor" in node
 
 
 def test_solver_settings_module_equals_flat_keywords(getkey):
