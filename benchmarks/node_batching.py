@@ -40,6 +40,44 @@ def data(batch, n_t, seed=0):
     return ts, y0, target
 
 
+def adam_runner(module, predict, target):
+    """A zero-argument train step: one jitted Adam update (lr 1e-3) of `module`'s arrays on
+    the MSE of `predict(module)` to `target`, waiting for the result."""
+    opt = optax.adam(1e-3)
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    state = [params, opt.init(params)]
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_fn(p):
+            return jnp.mean((predict(eqx.combine(p, static)) - target) ** 2)
+
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss
+
+    def run():
+        p, o, loss = step(*state)
+        jax.block_until_ready(loss)
+        state[0], state[1] = p, o
+
+    return run
+
+
+def torch_mlp(width):
+    """The same MLP in torch (softplus), seeded."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(2, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, width),
+        torch.nn.Softplus(),
+        torch.nn.Linear(width, 2),
+    )
+
+
 def ndes_step(mode, width, ts, y0, target, solver=None):
     model = NeuralODE.mlp(
         2,
@@ -55,26 +93,7 @@ def ndes_step(mode, width, ts, y0, target, solver=None):
         lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, model
     )
     ts_j, y0_j, tgt = jnp.asarray(ts), jnp.asarray(y0), jnp.asarray(target)
-    opt = optax.adam(1e-3)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = opt.init(params)
-
-    @jax.jit
-    def step(params, opt_state):
-        def loss_fn(p):
-            return jnp.mean((eqx.combine(p, static)(ts_j, y0_j).ys - tgt) ** 2)
-
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, loss
-
-    state = [params, opt_state]
-
-    def run():
-        p, o, loss = step(*state)
-        jax.block_until_ready(loss)
-        state[0], state[1] = p, o
-
+    run = adam_runner(model, lambda m: m(ts_j, y0_j).ys, tgt)
     # Forward NFE of one solve at the initial parameters (per sample in vmap mode).
     nfe = jnp.mean(eqx.filter_jit(lambda m: m(ts_j, y0_j).stats["num_fevals"])(model))
     return run, float(nfe)
@@ -94,9 +113,6 @@ def scan_floor_step(width, ts, y0, target, nfe):
     )
     h = float(ts[-1] - ts[0]) / n
     y0_j, tgt = jnp.asarray(y0), jnp.asarray(target)
-    opt = optax.adam(1e-3)
-    params, static = eqx.partition(mlp, eqx.is_inexact_array)
-    opt_state = opt.init(params)
 
     def solve(field, y):
         def body(y, _):
@@ -106,23 +122,7 @@ def scan_floor_step(width, ts, y0, target, nfe):
         _, path = jax.lax.scan(body, y, None, length=n)
         return jnp.concatenate([y[None], path[per - 1 :: per]], 0)  # (T, B, 2)
 
-    @jax.jit
-    def step(params, opt_state):
-        def loss_fn(p):
-            ys = jnp.swapaxes(solve(eqx.combine(p, static), y0_j), 0, 1)
-            return jnp.mean((ys - tgt) ** 2)
-
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, loss
-
-    state = [params, opt_state]
-
-    def run():
-        p, o, loss = step(*state)
-        jax.block_until_ready(loss)
-        state[0], state[1] = p, o
-
+    run = adam_runner(mlp, lambda f: jnp.swapaxes(solve(f, y0_j), 0, 1), tgt)
     return run, float(n)
 
 
@@ -130,14 +130,7 @@ def torch_floor_step(width, ts, y0, target, nfe):
     """`scan_floor_step` in torch: the same Euler steps in a Python loop, autograd, Adam."""
     import torch
 
-    torch.manual_seed(0)
-    f = torch.nn.Sequential(
-        torch.nn.Linear(2, width),
-        torch.nn.Softplus(),
-        torch.nn.Linear(width, width),
-        torch.nn.Softplus(),
-        torch.nn.Linear(width, 2),
-    )
+    f = torch_mlp(width)
     opt = torch.optim.Adam(f.parameters(), lr=1e-3)
     n_t = len(ts)
     per = max(1, round((nfe - 1) / (n_t - 1)))
@@ -162,14 +155,7 @@ def torch_step(width, ts, y0, target):
     import torch
     from torchdiffeq import odeint
 
-    torch.manual_seed(0)
-    f = torch.nn.Sequential(
-        torch.nn.Linear(2, width),
-        torch.nn.Softplus(),
-        torch.nn.Linear(width, width),
-        torch.nn.Softplus(),
-        torch.nn.Linear(width, 2),
-    )
+    f = torch_mlp(width)
     opt = torch.optim.Adam(f.parameters(), lr=1e-3)
     t, x0, tgt = torch.tensor(ts), torch.tensor(y0), torch.tensor(target).transpose(0, 1)
 
