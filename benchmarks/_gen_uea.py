@@ -1,5 +1,6 @@
 """UEA/UCR classification family of the generalization suite: every classification set
-aeon ships offline, `ndes.NeuralCDE` and the stable SDE `ndes.NeuralLSDE`, with the
+aeon ships offline, `ndes.NeuralCDE` and the stable SDEs `ndes.NeuralLSDE` (and, with
+`--models lnsde gsde` and a fixed-step `--lsde-solver`, `NeuralLNSDE`, `NeuralGSDE`), with the
 library's default pipeline, and aeon's MiniRocket as the baseline.
 
 Pipeline (what `examples/uea_classification.py` and a new user do): `ndes.data.load_uea`
@@ -36,7 +37,8 @@ from ndes.data import cde_features, hermite_coefficients, load_uea
 
 PROBLEMS = tuple(ndes.data.available_uea())  # every classification set aeon ships
 DEVELOPED_ON = ("JapaneseVowels",)
-MODELS = ("ncde", "lsde")
+MODELS = ("ncde", "lsde", "lnsde", "gsde")
+STABLE = {"lsde": ndes.NeuralLSDE, "lnsde": ndes.NeuralLNSDE, "gsde": ndes.NeuralGSDE}
 
 
 def _subsample(split, stride: int):
@@ -95,7 +97,7 @@ def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=
             sde_type="ito" if solver == "euler" else "stratonovich",
             stepsize_controller=diffrax.ConstantStepSize(),
         )
-    return ndes.NeuralLSDE(
+    return STABLE[kind](
         32, 64, 2, key=key, input_channels=channels, out_size=num_classes, **settings
     )
 
@@ -144,6 +146,8 @@ def run(
     steps = cfg.steps or (3 if cfg.quick else 300)
     channels = train["coeffs"][0].shape[-1]
     solver = cfg.ncde_solver if model_kind == "ncde" else cfg.lsde_solver
+    if model_kind in ("lnsde", "gsde") and solver == "shark":
+        return []  # ShARK needs additive noise: these two run with --lsde-solver euler|heun
     length = int(train["ts"].shape[1])
     model = _build(
         model_kind, channels, data.num_classes, jax.random.key(seed), solver, length,
@@ -191,8 +195,9 @@ def run(
         {
             "family": "uea",
             "problem": problem,
-            "model": model_kind if adaptive else f"{model_kind}-{solver}"
-            + (f"x{substeps}" if substeps > 1 else ""),
+            "model": model_kind
+            if adaptive
+            else f"{model_kind}-{solver}" + (f"x{substeps}" if substeps > 1 else ""),
             "missing": missing,
             "method": method,
             "seed": seed,

@@ -222,7 +222,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds per run")
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     p.add_argument("--problems", nargs="+", default=None, help="only these problem names")
-    p.add_argument("--models", nargs="+", default=["ncde", "lsde"], help="uea: ncde lsde")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["ncde", "lsde"],
+        help="uea: ncde lsde (also lnsde gsde, fixed-step --lsde-solver only)",
+    )
     p.add_argument("--missing", type=float, nargs="+", default=[0.0, 0.3], help="uea only")
     p.add_argument("--methods", nargs="+", choices=common.METHODS, default=list(common.METHODS))
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
