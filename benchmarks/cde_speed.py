@@ -7,7 +7,9 @@ cross-entropy, Adam. Solvers: Midpoint with 50 steps (fixed) and Dopri5 (rtol 1e
 atol 1e-6; torchcde's "dopri5"). A train step is value_and_grad + optimiser update.
 All rows of a solver are compiled (first call, reported separately), then timed round-robin
 (`benchmarks/_timing.time_interleaved`) so that load drift on a shared machine affects every
-row alike. Reported: median of >= 20 steps, ratio to torchcde; torch threads printed.
+row alike. Reported: median of >= 20 steps, ratio to torchcde; torch threads printed. The fixed-step
+solver also gets a `jax scan floor` row: the same model's Midpoint steps in a hand-written
+`lax.scan` (`scan_floor_step`), what no fixed-step solve can beat.
 Run: `python benchmarks/cde_speed.py` (`--quick` for a seconds-long smoke run).
 """
 
@@ -40,13 +42,13 @@ def make_data(batch, length, seed=0):
     return t, xs.astype(np.float32), ys
 
 
-def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
+def _model(mode, solver, adaptive, hidden, channels, steps):
     kw = (
         dict(stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-6), dt0=None)
         if adaptive
         else dict(stepsize_controller=diffrax.ConstantStepSize(), dt0=1.0 / steps)
     )
-    model = NeuralCDE(
+    return NeuralCDE(
         channels,
         hidden,
         2,
@@ -58,9 +60,53 @@ def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
         dtype=jnp.float32,
         **kw,
     )
+
+
+def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
+    model = _model(mode, solver, adaptive, hidden, channels, steps)
     ts_j = jnp.asarray(ts)
     coeffs = model.coefficients(ts_j, jnp.asarray(xs))
-    labels = jnp.asarray(ys)
+    return _adam_runner(model, lambda m: m(ts_j, coeffs).ys, jnp.asarray(ys))
+
+
+def scan_floor_step(hidden, channels, ts, xs, ys, steps):
+    """The fixed-step floor: the same model's `steps` Midpoint steps written as a `lax.scan`
+    over the batch (one state), the control's derivative at every stage time precomputed
+    (the data, not the parameters), then the readout, gradient and Adam. The gap between
+    the ndes rows and this one is the solve's plumbing (diffrax's loop, the per-stage
+    interpolation lookup)."""
+    model = _model("joint", diffrax.Midpoint(), False, hidden, channels, steps)
+    return _adam_runner(model, scan_floor_predict(model, ts, xs, steps), jnp.asarray(ys))
+
+
+def scan_floor_predict(model, ts, xs, steps):
+    """`scan_floor_step`'s forward pass: `predict(model) -> logits (B, 2)`, equal to the
+    joint Midpoint model's `ys` (tested)."""
+    ts_j = jnp.asarray(ts)
+    coeffs = model.coefficients(ts_j, jnp.asarray(xs))
+    h = float(ts[-1] - ts[0]) / steps
+    stage_t = ts[0] + h * jnp.arange(2 * steps) / 2  # t_n and t_n + h/2, interleaved
+    paths = jax.vmap(lambda c: diffrax.CubicInterpolation(ts_j, tuple(c)))(coeffs)
+    dx = jax.vmap(lambda p: jax.vmap(p.derivative)(stage_t))(paths)  # (B, 2 steps, C)
+    dx = jnp.swapaxes(dx.reshape(dx.shape[0], steps, 2, -1), 0, 1)  # (steps, B, 2, C)
+    x0 = jax.vmap(lambda p: p.evaluate(ts_j[0]))(paths)
+
+    def predict(m):
+        def f(z, dxdt):  # (B, H), (B, C) -> (B, H)
+            return jnp.einsum("bhc,bc->bh", jax.vmap(lambda y: m.field(0.0, y))(z), dxdt)
+
+        def body(z, d):
+            zm = z + 0.5 * h * f(z, d[:, 0])
+            return z + h * f(zm, d[:, 1]), None
+
+        z1, _ = jax.lax.scan(body, jax.vmap(m.initial)(x0), dx)
+        return jax.vmap(m.readout)(z1)
+
+    return predict
+
+
+def _adam_runner(model, predict, labels):
+    """A jitted cross-entropy + Adam train step on `predict(model)`'s logits; a runner."""
     opt = optax.adam(1e-3)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = opt.init(params)
@@ -68,8 +114,7 @@ def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
     @jax.jit
     def step(params, opt_state):
         def loss_fn(p):
-            m = eqx.combine(p, static)
-            logits = m(ts_j, coeffs).ys
+            logits = predict(eqx.combine(p, static))
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, g = jax.value_and_grad(loss_fn)(params)
@@ -194,6 +239,8 @@ def main(argv=None):
                     ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps),
                 )
             )
+        if not adaptive:
+            rows.append(("jax scan floor", scan_floor_step(hidden, channels, ts, xs, ys, steps)))
         res = time_interleaved([fn for _, fn in rows], repeats)
         ref = res[0][0] if have_torch else None
         for (label, _), (med, first, _) in zip(rows, res, strict=True):

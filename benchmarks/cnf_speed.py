@@ -35,6 +35,7 @@ for the vmap row), not evaluations.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -116,20 +117,24 @@ def ndes_row(model, x, key):
     return _adam_step(loss, *eqx.partition(model, eqx.is_inexact_array))
 
 
+def _augmented(t, y, args, joint: bool):
+    """The diffrax example's augmented field: (f, -e^T (df/dz) e) by one `jax.vjp`."""
+    z, _ = y
+    e, func = args
+    one = lambda zz: func(t, zz, None)  # noqa: E731
+    fn = jax.vmap(one) if joint else one
+    f, vjp_fn = jax.vjp(fn, z)
+    (e_dfdz,) = vjp_fn(e)
+    return f, -jnp.sum(e_dfdz * e, axis=-1)
+
+
 def diffrax_row(model, x, eps, joint: bool):
     """The diffrax example's CNF solve (vmap of per-sample solves), or the joint variant."""
     field = model.vector_field
     xj, epsj = jnp.asarray(x), jnp.asarray(eps)
     controller = diffrax.PIDController(rtol=RTOL, atol=ATOL)
 
-    def approx_logp_wrapper(t, y, args):
-        z, _ = y
-        e, func = args
-        one = lambda zz: func(t, zz, None)  # noqa: E731
-        fn = jax.vmap(one) if joint else one
-        f, vjp_fn = jax.vjp(fn, z)
-        (e_dfdz,) = vjp_fn(e)
-        return f, -jnp.sum(e_dfdz * e, axis=-1)
+    approx_logp_wrapper = functools.partial(_augmented, joint=joint)
 
     def solve(z0, e, func):
         l0 = jnp.zeros(z0.shape[:-1], z0.dtype)
@@ -151,9 +156,30 @@ def diffrax_row(model, x, eps, joint: bool):
     return _adam_step(loss, *eqx.partition(field, eqx.is_inexact_array))
 
 
-def torch_row(model, x, eps):
+def scan_floor_row(model, x, eps, nfe: int):
+    """The evaluation floor: `nfe` explicit Euler steps of the same augmented field (joint
+    batch) in a hand-written `lax.scan`, gradient and Adam. No solver takes `nfe` evaluations
+    for less, so the gap between ndes and this row is the adaptive solver's bookkeeping."""
+    field = model.vector_field
+    xj, epsj = jnp.asarray(x), jnp.asarray(eps)
+    h = 1.0 / nfe
+
+    def loss(f):
+        def body(carry, i):
+            z, lp = carry
+            dz, dl = _augmented(i * h, (z, lp), (epsj, f), joint=True)
+            return (z + h * dz, lp + h * dl), None
+
+        l0 = jnp.zeros(xj.shape[:-1], xj.dtype)
+        (z1, l1), _ = jax.lax.scan(body, (xj, l0), jnp.arange(nfe, dtype=xj.dtype))
+        return -jnp.mean(_gauss_logp(z1) - l1), jnp.asarray(float(nfe))
+
+    return _adam_step(loss, *eqx.partition(field, eqx.is_inexact_array))
+
+
+def _torch_func(model, eps):
+    """FFJORD's `ODEfunc` (divergence_approx, the probe fixed) on a torch copy of the MLP."""
     import torch
-    from torchdiffeq import odeint
 
     torch.set_num_threads(1)
     lins = [layer for layer in model.vector_field.mlp.layers]
@@ -185,8 +211,19 @@ def torch_row(model, x, eps):
                 div = (e_dzdx * self.e).sum(1)
             return dz, -div
 
-    func = ODEfunc(net, torch.tensor(np.asarray(eps)))
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    return ODEfunc(net, torch.tensor(np.asarray(eps)))
+
+
+def _torch_nll(z1, l1):
+    return (0.5 * (z1.pow(2).sum(1) + z1.shape[1] * math.log(2 * math.pi)) + l1).mean()
+
+
+def torch_row(model, x, eps):
+    import torch
+    from torchdiffeq import odeint
+
+    func = _torch_func(model, eps)
+    opt = torch.optim.Adam(func.net.parameters(), lr=LR)
     t = torch.tensor([0.0, 1.0])
     xt = torch.tensor(np.asarray(x))
 
@@ -195,10 +232,30 @@ def torch_row(model, x, eps):
         opt.zero_grad()
         z0, l0 = xt.clone(), torch.zeros(xt.shape[0])
         zs, ls = odeint(func, (z0, l0), t, method="dopri5", rtol=RTOL, atol=ATOL)
-        z1, l1 = zs[-1], ls[-1]
-        logp = -0.5 * (z1.pow(2).sum(1) + z1.shape[1] * math.log(2 * math.pi)) - l1
-        loss = -logp.mean()
+        loss = _torch_nll(zs[-1], ls[-1])
         nfe = func.nfe
+        loss.backward()
+        opt.step()
+        return float(loss.detach()), float(nfe)
+
+    return run
+
+
+def torch_floor_row(model, x, eps, nfe: int):
+    """`scan_floor_row` in torch: the same Euler steps of `ODEfunc` in a Python loop."""
+    import torch
+
+    func = _torch_func(model, eps)
+    opt = torch.optim.Adam(func.net.parameters(), lr=LR)
+    xt, h = torch.tensor(np.asarray(x)), 1.0 / nfe
+
+    def run():
+        opt.zero_grad()
+        z, lp = xt.clone(), torch.zeros(xt.shape[0])
+        for i in range(nfe):
+            dz, dl = func(torch.tensor(i * h), (z, lp))
+            z, lp = z + h * dz, lp + h * dl
+        loss = _torch_nll(z, lp)
         loss.backward()
         opt.step()
         return float(loss.detach()), float(nfe)
@@ -248,9 +305,13 @@ def main(argv=None) -> int:
         ("raw diffrax, vmap (example)", diffrax_row(model, x, eps, joint=False)),
         ("raw diffrax, joint", diffrax_row(model, x, eps, joint=True)),
     ]
+    # The floors at ndes's forward NFE of the timed flow (see scan_floor_row).
+    nfe = int(eqx.filter_jit(lambda m: m.log_prob(jnp.asarray(x), key).stats["num_fevals"])(model))
+    impls.append((f"jax scan floor (Euler, {nfe} evals)", scan_floor_row(model, x, eps, nfe)))
     if not a.no_torch:
         try:
             impls.append(("torchdiffeq dopri5 (1 thread)", torch_row(model, x, eps)))
+            impls.append((f"torch loop floor ({nfe} evals)", torch_floor_row(model, x, eps, nfe)))
         except ImportError as e:
             print(f"torchdiffeq row skipped: {e}")
     timed = time_interleaved([fn for _, fn in impls], repeats)

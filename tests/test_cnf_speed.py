@@ -27,6 +27,8 @@ def test_cnf_speed_quick_mode(tmp_path):
         assert r["step_s"] > 0 and r["first_s"] > 0 and np.isfinite(r["loss"])
         assert f"| {r['impl']} |" in res["table"] and f"| {r['impl']} |" in proc.stdout
     # every row computes the same NLL (same weights, probe and data) up to solver tolerance
-    losses = [r["loss"] for r in res["rows"]]
+    # (the Euler floors excepted: a different method at the same evaluation count)
+    assert any("jax scan floor" in n for n in names)
+    losses = [r["loss"] for r in res["rows"] if "floor" not in r["impl"]]
     np.testing.assert_allclose(losses, losses[0], rtol=1e-2)
     assert res["rows"][0]["nfe"] > 0 and "step / ndes" in res["table"]

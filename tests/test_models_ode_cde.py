@@ -429,9 +429,22 @@ def test_quick_benchmarks_print_tables():
         assert p.returncode == 0, outs[name][1][-2000:]
     cde = outs["cde_speed.py"][0]
     assert "step ms" in cde and "ndes joint" in cde and "ndes vmap" in cde
+    assert "jax scan floor" in cde
     node = outs["node_batching.py"][0]
     assert "ndes joint" in node and "ndes vmap" in node and "1.00x" in node and "fwd NFE" in node
     assert "jax scan floor" in node
+
+
+def test_cde_speed_scan_floor_is_the_same_model(monkeypatch):
+    """The benchmark's hand-written floor computes the joint Midpoint model's logits."""
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import cde_speed
+
+    ts, xs, _ = cde_speed.make_data(6, 12)
+    model = cde_speed._model("joint", diffrax.Midpoint(), False, 8, 3, 11)
+    want = model(jnp.asarray(ts), model.coefficients(jnp.asarray(ts), jnp.asarray(xs))).ys
+    got = cde_speed.scan_floor_predict(model, ts, xs, 11)(model)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_solver_settings_module_equals_flat_keywords(getkey):
