@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/ndes demo
 
 test: $(VENV)/.installed docs-check notebooks
-	$(BIN)/python -m pytest -q -m "not slow" -n 2
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --durations=15
 
 # The site: `mkdocs build --strict` fails on any warning (a broken link or anchor, an API
 # entry that does not resolve). Notebooks are rendered from their stored outputs.

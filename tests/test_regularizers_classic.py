@@ -416,20 +416,26 @@ class _OtherAdaptive(diffrax.AbstractAdaptiveStepSizeController):
         return self.inner.adapt_step_size(*args)
 
 
-def test_regularizer_cost_benchmark_quick_runs():
-    """The benchmark's quick mode prints one row per regularizer (timings are not checked)."""
+def _regularizer_cost(*flags):
     import os
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(
-        [sys.executable, os.path.join(root, "benchmarks", "regularizer_cost.py"), "--quick"],
+    script = os.path.join(root, "benchmarks", "regularizer_cost.py")
+    return subprocess.run(
+        [sys.executable, script, "--quick", *flags],
         capture_output=True,
         text=True,
         timeout=600,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
+
+
+@pytest.mark.slow  # one compile per regularizer row in a subprocess: ~1-2 CPU minutes
+def test_regularizer_cost_benchmark_quick_runs():
+    """The benchmark's quick mode prints one row per regularizer (timings are not checked)."""
+    r = _regularizer_cost()
     assert r.returncode == 0, r.stderr
     for name in (
         "none",
@@ -441,14 +447,13 @@ def test_regularizer_cost_benchmark_quick_runs():
     ):
         assert name in r.stdout
     assert "nan" not in r.stdout.lower()
-    only = subprocess.run(
-        [sys.executable, os.path.join(root, "benchmarks", "regularizer_cost.py"), "--quick"]
-        + ["--only", "Taylor"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
+
+
+def test_regularizer_cost_benchmark_only_selects_rows():
+    """`--only Taylor` runs the baseline and the Taylor rows alone (the script runs in the
+    fast suite through this test; every row in the slow one above)."""
+    only = _regularizer_cost("--only", "Taylor")
     assert only.returncode == 0, only.stderr
+    assert "nan" not in only.stdout.lower()
     timed = [ln.split()[0] for ln in only.stdout.splitlines()[4:] if ln.strip()]
     assert timed == ["none", "TaylorDerivative", "TaylorDerivative"], only.stdout
