@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -290,6 +291,11 @@ def main(argv=None) -> int:
                 flush=True,
             )
         path.write_text(json.dumps(records, indent=1))
+        # Every run compiles its own train step, and the compiled code of a finished run stays
+        # mapped (about 1.3k memory maps per quick latent run): without this a long suite hit
+        # the kernel's limit (vm.max_map_count, 65530) after ~40 runs and XLA aborted with
+        # "LLVM ERROR: Unable to allocate section memory". No later run reuses it.
+        jax.clear_caches()
     table, normalised = summarise(records)
     print()
     print(table)

@@ -19,3 +19,12 @@ def getkey():
         return sub
 
     return _getkey
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compilation caches after each test module: the compiled code of finished
+    tests otherwise stays mapped, and one long-lived worker running most of the suite
+    crashed in XLA's compiler near the kernel's memory-map limit (vm.max_map_count)."""
+    yield
+    jax.clear_caches()
