@@ -443,8 +443,9 @@ def test_cde_speed_scan_floor_is_the_same_model(monkeypatch):
     ts, xs, _ = cde_speed.make_data(6, 12)
     model = cde_speed._model("joint", diffrax.Midpoint(), False, 8, 3, 11)
     want = model(jnp.asarray(ts), model.coefficients(jnp.asarray(ts), jnp.asarray(xs))).ys
-    got = cde_speed.scan_floor_predict(model, ts, xs, 11)(model)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for build in (cde_speed.scan_floor_predict, cde_speed.scan_step_predict):
+        got = build(model, ts, xs, 11)(model)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_solver_settings_module_equals_flat_keywords(getkey):
