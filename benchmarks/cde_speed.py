@@ -7,9 +7,12 @@ cross-entropy, Adam. Solvers: Midpoint with 50 steps (fixed) and Dopri5 (rtol 1e
 atol 1e-6; torchcde's "dopri5"). A train step is value_and_grad + optimiser update.
 All rows of a solver are compiled (first call, reported separately), then timed round-robin
 (`benchmarks/_timing.time_interleaved`) so that load drift on a shared machine affects every
-row alike. Reported: median of >= 20 steps, ratio to torchcde; torch threads printed. The fixed-step
-solver also gets a `jax scan floor` row: the same model's Midpoint steps in a hand-written
-`lax.scan` (`scan_floor_step`), what no fixed-step solve can beat.
+row alike. Reported: median of >= 20 steps, ratio to torchcde; torch threads printed.
+The fixed-step solver also gets a `jax scan floor` row, the same model's Midpoint steps in a
+hand-written `lax.scan` (`scan_floor_predict`: what no fixed-step solve can beat), and a
+`scan of diffrax step` row, diffrax's own `Midpoint.step` in a `lax.scan`
+(`scan_step_predict`), which splits the gap to the floor between diffrax's outer loop and
+its Runge-Kutta step.
 Run: `python benchmarks/cde_speed.py` (`--quick` for a seconds-long smoke run).
 """
 
