@@ -60,6 +60,24 @@ def test_plot_history_sources(tmp_path):
     assert plot_history(recs, tmp_path / "e.png").read_bytes().startswith(PNG)
 
 
+def test_plot_history_ylabels(tmp_path, monkeypatch):
+    import ndes.plot._training as training
+
+    seen = {}
+    real_save = training.save
+
+    def capture(fig, path, title, dpi):
+        seen.update({ax.get_ylabel(): True for ax in fig.axes if ax.get_visible()})
+        return real_save(fig, path, title, dpi)
+
+    monkeypatch.setattr(training, "save", capture)
+    plot_history(_records(), tmp_path / "y.png", ylabels={"loss": "NLL (nats)"})
+    assert "NLL (nats)" in seen and training._label("loss") not in seen
+    assert training._label("num_fevals") in seen  # the other panels keep their defaults
+    with pytest.raises(ValueError, match="ylabels names \\['accuracy'\\]"):
+        plot_history(_records(), tmp_path / "z.png", ylabels={"accuracy": "acc"})
+
+
 def test_plot_history_errors(tmp_path):
     with pytest.raises(ValueError, match="holds no records"):
         plot_history([], tmp_path / "x.png")

@@ -91,6 +91,7 @@ def plot_history(
     *,
     keys: Sequence[str] = ("loss", "num_fevals", "penalty"),
     logy: Sequence[str] = ("loss", "penalty", "eval_loss"),
+    ylabels: Mapping[str, str] | None = None,
     title: str | None = None,
     dpi: int = 120,
 ) -> Path:
@@ -107,6 +108,8 @@ def plot_history(
       a panel no run has is left out). A dotted key reads a nested entry, e.g.
       `"budget_weights.ErrorEstimate"` or `"penalty_terms.StiffnessEstimate"`.
     - `logy`: metrics drawn on a logarithmic axis (when all their values are positive).
+    - `ylabels`: y-axis labels by key, replacing the defaults (e.g.
+      `{"loss": "NLL (nats)"}`); a key not drawn is an error.
     - `title`: optional figure title.
     - `dpi`: resolution.
 
@@ -120,6 +123,12 @@ def plot_history(
         raise ValueError(
             "plot_history: none of the requested keys occur in the records; pass keys= naming "
             "logged metrics such as 'loss', 'num_fevals', 'penalty'."
+        )
+    ylabels = dict(ylabels or {})
+    if unknown := sorted(set(ylabels) - set(keys)):
+        raise ValueError(
+            f"plot_history: ylabels names {unknown}, which are not drawn; the panels are "
+            f"{keys} (keys that no record holds are left out)."
         )
     ncols = min(3, len(keys))
     nrows = -(-len(keys) // ncols)
@@ -137,7 +146,7 @@ def plot_history(
             positive &= min(ys) > 0
             ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
         ax.set_xlabel("step")
-        ax.set_ylabel(_label(key))
+        ax.set_ylabel(ylabels.get(key, _label(key)))
         if key in logy and positive:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -164,7 +173,7 @@ def plot_run(
     - `path`: the output PNG; default `run_dir/history.png`.
     - `keys`: the metrics to draw; default the training and evaluation loss and NFE, the
       penalty and every adapted `BudgetWeight` that the records hold.
-    - `kwargs`: passed to `plot_history` (`logy`, `title`, `dpi`).
+    - `kwargs`: passed to `plot_history` (`logy`, `ylabels`, `title`, `dpi`).
 
     **Returns:** the path written.
 
