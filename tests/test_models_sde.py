@@ -251,9 +251,7 @@ def test_stable_default_steps_once_per_interval(getkey):
     k = getkey()
     for cls in (NeuralLSDE, NeuralLNSDE, NeuralGSDE):
         default = cls(6, 8, 1, key=jr.key(0), input_channels=3, out_size=5)
-        explicit = cls(
-            6, 8, 1, key=jr.key(0), input_channels=3, out_size=5, num_steps=len(ts) - 1
-        )
+        explicit = cls(6, 8, 1, key=jr.key(0), input_channels=3, out_size=5, num_steps=len(ts) - 1)
         out = default(ts, ctrl, key=k)
         assert int(out.stats["num_steps"]) == len(ts) - 1
         assert int(out.stats["num_fevals"]) == 2 * (len(ts) - 1)  # drift + diffusion per step
@@ -374,6 +372,17 @@ def test_diffusion_shape_errors(getkey):
     stable = NeuralLSDE(2, 4, 1, key=getkey(), input_channels=3, num_steps=4)
     with pytest.raises(ValueError, match="control"):
         stable(TS, key=getkey(), z0=jnp.ones(2))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4"])
+def test_num_steps_must_be_a_positive_int(bad, getkey):
+    with pytest.raises(
+        ValueError, match=rf"NeuralSDE: num_steps={bad!r} must be an int >= 1 or None"
+    ):
+        NeuralSDE.mlp(2, 4, 1, key=getkey(), num_steps=bad)
+    with pytest.raises(ValueError, match=rf"NeuralLSDE: num_steps={bad!r} must be an int >= 1"):
+        NeuralLSDE(2, 4, 1, key=getkey(), num_steps=bad)
+    assert NeuralLSDE(2, 4, 1, key=getkey(), num_steps=np.int64(3)).sde.num_steps == 3
 
 
 # --- benchmark smoke run ------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from .._brownian import GridBrownianPath
+from .._checks import check_int
 from ..regularizers import AbstractLocalRegularizer
 from ._common import JointField, ModelOutput, SolverSettings, as_regularizers, solve_batch
 
@@ -393,8 +394,8 @@ def check_sde_config(
         )
     if brownian_tol is not None and not brownian_tol > 0:
         raise ValueError(f"{owner}(brownian_tol={brownian_tol}) must be > 0 or None.")
-    if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
-        raise ValueError(f"{owner}(num_steps={num_steps!r}) must be an int >= 1 or None.")
+    if num_steps is not None:
+        check_int(num_steps, "num_steps", owner, hint=" or None (equal steps over the solve)")
     adaptive = isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
     if not adaptive and dt0 is None and num_steps is None and not per_interval:
         raise ValueError(
