@@ -312,3 +312,18 @@ def test_stiffness_default_is_total_stiffness_and_grows_with_stiffness():
     for lam, v in vals.items():
         np.testing.assert_allclose(v["default"], lam * T, rtol=1e-6)
     assert vals[500.0]["max"] < 3 * vals[5.0]["max"]  # the maximum barely moves
+
+
+def test_error_estimate_on_fixed_steps_needs_explicit_tolerances():
+    term = diffrax.ODETerm(lambda t, y, args: -y)
+    kw = dict(stepsize_controller=diffrax.ConstantStepSize(), saveat=diffrax.SaveAt(t1=True))
+    with pytest.raises(ValueError, match=r"controller is ConstantStepSize.*cut the NFE, solve"):
+        ndes.diffeqsolve(
+            term, diffrax.Bosh3(), 0.0, 1.0, 0.1, jnp.ones(2),
+            regularizers=[ndes.ErrorEstimate(1.0)], **kw,
+        )  # fmt: skip
+    sol = ndes.diffeqsolve(
+        term, diffrax.Bosh3(), 0.0, 1.0, 0.1, jnp.ones(2),
+        regularizers=[ndes.ErrorEstimate(1.0, rtol=1e-3, atol=1e-6)], **kw,
+    )  # fmt: skip
+    assert float(sol.penalty_terms["ErrorEstimate"]) > 0 and sol.stats["num_steps"] == 10

@@ -107,7 +107,11 @@ class ErrorEstimate(AbstractStepRegularizer):
             raise ValueError(
                 "ErrorEstimate takes its tolerances from an adaptive step-size controller, "
                 f"but the controller is {type(stepsize_controller).__name__}. Pass them "
-                "explicitly, e.g. ErrorEstimate(weight, rtol=1e-3, atol=1e-6)."
+                "explicitly, e.g. ErrorEstimate(weight, rtol=1e-3, atol=1e-6). Note that "
+                "with fixed steps the penalty cannot change the number of steps (it only "
+                "smooths the dynamics); to cut the NFE, solve adaptively, e.g. "
+                "solver=diffrax.Tsit5(), stepsize_controller=diffrax.PIDController(rtol=1e-3, "
+                "atol=1e-6) (the default of NeuralCDE and the stable SDEs is fixed)."
             )
         rtol, atol, norm = self.rtol, self.atol, self.norm
         if isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController):
