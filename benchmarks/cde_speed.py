@@ -72,20 +72,26 @@ def ndes_step(mode, solver, adaptive, hidden, channels, ts, xs, ys, steps):
     return _adam_runner(model, lambda m: m(ts_j, coeffs).ys, jnp.asarray(ys))
 
 
+def _control(model, ts, xs, steps):
+    """What both hand-written solves share: the times, the step, the batch of control paths
+    (the model's Hermite coefficients) and the paths' initial values."""
+    ts_j = jnp.asarray(ts)
+    coeffs = model.coefficients(ts_j, jnp.asarray(xs))
+    paths = jax.vmap(lambda c: diffrax.CubicInterpolation(ts_j, tuple(c)))(coeffs)
+    x0 = jax.vmap(lambda p: p.evaluate(ts_j[0]))(paths)
+    return ts_j, float(ts[-1] - ts[0]) / steps, paths, x0
+
+
 def scan_floor_predict(model, ts, xs, steps):
     """The fixed-step floor's forward pass, `predict(model) -> logits (B, 2)`: the same
     model's `steps` Midpoint steps written as a `lax.scan` over the batch (one state), the
     control's derivative at every stage time precomputed (the data, not the parameters),
     then the readout. Equal to the joint Midpoint model's `ys` (tested). The gap between
     the ndes rows and this one is the solve's plumbing."""
-    ts_j = jnp.asarray(ts)
-    coeffs = model.coefficients(ts_j, jnp.asarray(xs))
-    h = float(ts[-1] - ts[0]) / steps
+    ts_j, h, paths, x0 = _control(model, ts, xs, steps)
     stage_t = ts[0] + h * jnp.arange(2 * steps) / 2  # t_n and t_n + h/2, interleaved
-    paths = jax.vmap(lambda c: diffrax.CubicInterpolation(ts_j, tuple(c)))(coeffs)
     dx = jax.vmap(lambda p: jax.vmap(p.derivative)(stage_t))(paths)  # (B, 2 steps, C)
     dx = jnp.swapaxes(dx.reshape(dx.shape[0], steps, 2, -1), 0, 1)  # (steps, B, 2, C)
-    x0 = jax.vmap(lambda p: p.evaluate(ts_j[0]))(paths)
 
     def predict(m):
         def f(z, dxdt):  # (B, H), (B, C) -> (B, H)
@@ -106,11 +112,7 @@ def scan_step_predict(model, ts, xs, steps):
     by a `lax.scan` instead of diffrax's `diffeqsolve` loop (the control's derivative looked up
     per stage, as in the ndes rows): splits the gap to the floor between the outer loop and
     the Runge-Kutta step's internals. Equal to the joint Midpoint model's `ys` (tested)."""
-    ts_j = jnp.asarray(ts)
-    coeffs = model.coefficients(ts_j, jnp.asarray(xs))
-    h = float(ts[-1] - ts[0]) / steps
-    paths = jax.vmap(lambda c: diffrax.CubicInterpolation(ts_j, tuple(c)))(coeffs)
-    x0 = jax.vmap(lambda p: p.evaluate(ts_j[0]))(paths)
+    ts_j, h, paths, x0 = _control(model, ts, xs, steps)
     solver = diffrax.Midpoint()
 
     def predict(m):

@@ -158,8 +158,10 @@ def diffrax_row(model, x, eps, joint: bool):
 
 def scan_floor_row(model, x, eps, nfe: int):
     """The evaluation floor: `nfe` explicit Euler steps of the same augmented field (joint
-    batch) in a hand-written `lax.scan`, gradient and Adam. No solver takes `nfe` evaluations
-    for less, so the gap between ndes and this row is the adaptive solver's bookkeeping."""
+    batch) in a hand-written `lax.scan`, gradient and Adam: what `nfe` evaluations cost
+    without a solver's bookkeeping. Not a strict lower bound: the scan stores every residual
+    for the backward pass where diffrax's loop checkpoints and recomputes, and at the
+    benchmark's size that memory traffic can cost more (measured in docs/benchmarks.md)."""
     field = model.vector_field
     xj, epsj = jnp.asarray(x), jnp.asarray(eps)
     h = 1.0 / nfe
