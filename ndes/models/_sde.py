@@ -3,6 +3,7 @@ jointly, with the Brownian motion chosen for the step-size controller (`_sde_sol
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -45,6 +46,9 @@ def split_sde_options(options: dict, sde: SDESettings | None) -> tuple[dict, SDE
     (`sde`, or the default, with `num_steps`/`brownian`/`brownian_tol` replaced)."""
     base = SDESettings() if sde is None else sde
     picked = {k: options.pop(k) for k in _SDE_NAMES if k in options}
+    steps = picked.get("num_steps")
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        picked["num_steps"] = int(steps)  # a static field: no NumPy scalar (validated later)
     merged = {k: getattr(base, k) for k in _SDE_NAMES} | picked
     return options, SDESettings(**merged)
 
