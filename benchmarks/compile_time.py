@@ -100,7 +100,8 @@ def raw_node_case(q):
     return _step(loss, field)
 
 
-def ncde_case(q):
+def ncde_case(q, **options):
+    """`options`: extra model settings (e.g. `adjoint=`), for `scan_vs_loop.py`."""
     B, L, H, steps = (4, 6, 4, 5) if q else (128, 50, 32, 50)
     m = NeuralCDE(
         3,
@@ -113,6 +114,7 @@ def ncde_case(q):
         stepsize_controller=diffrax.ConstantStepSize(),
         dt0=1.0 / steps,
         dtype=jnp.float32,
+        **options,
     )
     ts = jnp.linspace(0.0, 1.0, L, dtype=jnp.float32)
     xs = jr.normal(jr.PRNGKey(2), (B, L, 3), jnp.float32)
@@ -144,7 +146,8 @@ def latent_case(q):
     return _step(lambda mm, k: -jnp.mean(mm.elbo_batch(ts, xs, k)[0]), m)
 
 
-def stable_case(q):
+def stable_case(q, **options):
+    """`options`: extra model settings (e.g. `adjoint=`), for `scan_vs_loop.py`."""
     B, L, H, steps = (4, 6, 4, 5) if q else (64, 50, 16, 50)
     m = NeuralLSDE(
         H,
@@ -155,6 +158,7 @@ def stable_case(q):
         out_size=2,
         num_steps=steps,
         dtype=jnp.float32,
+        **options,
     )
     ts = jnp.linspace(0.0, 1.0, L, dtype=jnp.float32)
     xs = jr.normal(jr.PRNGKey(2), (B, L, 3), jnp.float32)

@@ -24,6 +24,7 @@ from . import diffusion as diffusion
 from . import plot as plot
 from . import train as train
 from ._brownian import GridBrownianPath as GridBrownianPath
+from ._fixed_steps import ScanAdjoint as ScanAdjoint
 from ._solution import Solution as Solution
 from ._solve import diffeqsolve as diffeqsolve
 from ._solve import supports_feval_count as supports_feval_count
@@ -67,6 +68,7 @@ __all__ = [
     "supports_feval_count",
     "Solution",
     "GridBrownianPath",
+    "ScanAdjoint",
     # regularizers
     "AbstractRegularizer",
     "AbstractStepRegularizer",

@@ -12,7 +12,7 @@ import pytest
 
 import ndes.models._common as common
 from ndes._brownian import GridBrownianPath
-from ndes.models._common import fixed_step_count
+from ndes._fixed_steps import fixed_step_count
 from ndes.models._ode import NeuralODE
 from ndes.models._sde import NeuralSDE
 from ndes.regularizers import KineticEnergy, RandomEndTime

@@ -258,6 +258,7 @@ def solve_sde(
     joint_drift: Callable | None = None,
     sample_drift: Callable | None = None,
     sample_data: Any = None,
+    final_only: bool = False,
 ) -> ModelOutput:
     """Solve `dy = drift dt + diffusion dW` from `y0` at `ts[0]`, saving at `ts`.
 
@@ -273,7 +274,9 @@ def solve_sde(
 
     Fixed-step solves draw one `GridBrownianPath` of noise shape `(B, m)` from `key`;
     sample `b` sees its column `b` in both batch modes. Returns `ys` of shape `(T, n)` or
-    `(B, T, n)`.
+    `(B, T, n)`; with `final_only`, only the state at `ts[-1]` is saved (`T = 1`: what a
+    classifier reads; nothing is interpolated or stored during the solve, and a fixed-step
+    solve then runs as `ndes.ScanAdjoint`).
     """
     t0, t1 = ts[0], ts[-1]
     kind, n, step, adjoint = _stepping(settings, sde, t0, t1, owner)
@@ -341,7 +344,7 @@ def solve_sde(
             t1,
             y,
             args,
-            saveat=diffrax.SaveAt(ts=ts),
+            saveat=diffrax.SaveAt(t1=True) if final_only else diffrax.SaveAt(ts=ts),
             regularizers=regs,
             train_step=train_step,
             dt0=step,

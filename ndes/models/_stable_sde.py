@@ -316,6 +316,7 @@ class AbstractStableSDE(eqx.Module):
             else None,
             sample_drift=None if control is None else (lambda c: _Field(self, c, "drift")),
             sample_data=None if z0.ndim == 1 else control,
+            final_only=self.readout is not None,  # the readout reads the final state only
         )
         final = out.ys[..., -1, :]
         if self.readout is None:
