@@ -5,17 +5,19 @@ saving at every time of `ts`: one process, rows interleaved, printed as a table.
 Rows (the train steps of `compile_time.py`: NeuralCDE hidden 32, Midpoint 50 steps, batch
 128; NeuralLSDE hidden 16, Euler 50 steps, batch 64; float32, Adam):
 
-- `loop`: what ndes ran before `ScanAdjoint` (`diffrax.RecursiveCheckpointAdjoint(checkpoints=
-  n)`, `max_steps=n`), forced by switching ndes's choice of `ScanAdjoint` off;
-- `scan`: what ndes runs now (`ScanAdjoint(n)`: the same `ys`, bitwise);
-- `scan, no ckpt`: the model given `adjoint=ndes.ScanAdjoint(n, checkpoint=False)` (every
-  step's residuals stored instead of recomputed: more memory);
-- NeuralLSDE only, `loop, save ts`: the loop with `SaveAt(ts=ts)` (the stable SDE's saving
-  before it learnt to save only the state its readout reads).
+- `loop`: the model's default (`diffrax.RecursiveCheckpointAdjoint(checkpoints=n)`,
+  `max_steps=n`: one checkpoint per step);
+- `scan`: the model given `adjoint=ndes.ScanAdjoint(n)` (the same `ys`, bitwise; the same
+  memory);
+- `scan, no ckpt`: `adjoint=ndes.ScanAdjoint(n, checkpoint=False)` (every step's residuals
+  stored instead of recomputed: more memory);
+- NeuralLSDE only, `loop, save ts`: the default with `SaveAt(ts=ts)`, the stable SDE's saving
+  before it learnt to save only the state its readout reads (switched back by patching one
+  private name of ndes in this process).
 
-Each row also reports its first call (trace + compile + one step) and its jaxpr size. The
-switches patch three private names of ndes in this process; the rows are otherwise the public
-models. Run: `python benchmarks/scan_vs_loop.py` (`--quick`: tiny sizes, 2 repeats).
+Each row also reports its first call (trace + compile + one step; the rows compile one after
+another in this process, so the first row also pays one-time costs) and its jaxpr size.
+Run: `python benchmarks/scan_vs_loop.py` (`--quick`: tiny sizes, 2 repeats).
 """
 
 from __future__ import annotations
@@ -30,40 +32,36 @@ from _timing import time_interleaved
 from compile_time import _count_eqns, ncde_case, stable_case
 
 import ndes
-import ndes._solve as _solve
-import ndes.models._common as _common
 import ndes.models._stable_sde as _stable
 
 
 @contextlib.contextmanager
-def _switched(scan: bool, save_ts: bool):
-    pick, solve = _common.scan_adjoint_for, _stable.solve_sde
+def _saving_every_time(on: bool):
+    solve = _stable.solve_sde
 
     def all_times(*args, **kwargs):
         return solve(*args, **dict(kwargs, final_only=False))
 
     try:
-        if not scan:
-            _common.scan_adjoint_for = _solve.scan_adjoint_for = lambda *a, **k: None
-        if save_ts:
+        if on:
             _stable.solve_sde = all_times
         yield
     finally:
-        _common.scan_adjoint_for = _solve.scan_adjoint_for = pick
         _stable.solve_sde = solve
 
 
-def _row(build, quick, scan, save_ts=False, residuals=False):
-    """A runner of one jitted train step, traced (and compiled) under the switches;
-    `residuals`: the model gets `adjoint=ndes.ScanAdjoint(n, checkpoint=False)`."""
+def _row(build, quick, adjoint=None, save_ts=False):
+    """A runner of one jitted train step (compiled now, and timed); `adjoint`: `None` (the
+    model's default), `"scan"` or `"no ckpt"` (`ndes.ScanAdjoint(n, checkpoint=...)`)."""
     options = {}
-    if residuals:
-        options["adjoint"] = ndes.ScanAdjoint(5 if quick else 50, checkpoint=False)
-    with _switched(scan, save_ts):
+    if adjoint is not None:
+        n = 5 if quick else 50
+        options["adjoint"] = ndes.ScanAdjoint(n, checkpoint=adjoint == "scan")
+    with _saving_every_time(save_ts):
         jitted, args = build(quick, **options)
         eqns = _count_eqns(jax.make_jaxpr(jitted)(*args).jaxpr)
         t = time.perf_counter()
-        jax.block_until_ready(jitted(*args))  # trace + compile now, while the switches hold
+        jax.block_until_ready(jitted(*args))
         first = time.perf_counter() - t
     state = list(args)
 
@@ -80,13 +78,13 @@ def main(argv=None):
     a = ap.parse_args(argv)
     repeats = a.repeats or (2 if a.quick else 40)
     cases = [
-        ("NeuralCDE", "loop", ncde_case, False, False, False),
-        ("NeuralCDE", "scan", ncde_case, True, False, False),
-        ("NeuralCDE", "scan, no ckpt", ncde_case, True, False, True),
-        ("NeuralLSDE", "loop, save ts", stable_case, False, True, False),
-        ("NeuralLSDE", "loop", stable_case, False, False, False),
-        ("NeuralLSDE", "scan", stable_case, True, False, False),
-        ("NeuralLSDE", "scan, no ckpt", stable_case, True, False, True),
+        ("NeuralCDE", "loop", ncde_case, None, False),
+        ("NeuralCDE", "scan", ncde_case, "scan", False),
+        ("NeuralCDE", "scan, no ckpt", ncde_case, "no ckpt", False),
+        ("NeuralLSDE", "loop, save ts", stable_case, None, True),
+        ("NeuralLSDE", "loop", stable_case, None, False),
+        ("NeuralLSDE", "scan", stable_case, "scan", False),
+        ("NeuralLSDE", "scan, no ckpt", stable_case, "no ckpt", False),
     ]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(

@@ -1,8 +1,8 @@
 """Fixed-step solves driven by `jax.lax.scan` instead of diffrax's `while_loop`.
 
-A solve whose step count `n` is known when it is built (`diffrax.ConstantStepSize` with
-concrete times, `diffrax.StepTo`, the SDE models' `num_steps`) does not need a loop that
-tests a condition every step: `ScanAdjoint(n)` hands diffrax's own solve loop
+A solve whose step count `n` is known when it is built (`diffrax.ConstantStepSize`,
+`diffrax.StepTo`, the models' `num_steps`) does not need a loop that tests a condition
+every step: `ScanAdjoint(n)` hands diffrax's own solve loop
 (`diffrax.AbstractAdjoint._loop`, the hook diffrax gives every adjoint) a `lax.scan` of
 exactly `n` iterations of diffrax's own step body, each under `jax.checkpoint`. Everything
 diffrax does around the loop -- time dtypes, the direction of integration, the wrapped terms,
@@ -23,7 +23,6 @@ and checkpoint every step), and no `diffrax.UnsafeBrownianPath`.
 from __future__ import annotations
 
 import numbers
-from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-__all__ = ["ScanAdjoint", "fixed_step_count", "scan_adjoint_for", "scan_problem"]
+__all__ = ["ScanAdjoint", "fixed_step_count", "scan_problem"]
 
 
 def _concrete_scalar(x) -> np.ndarray | None:
@@ -85,9 +84,11 @@ class ScanAdjoint(diffrax.AbstractAdjoint):
     """Differentiate a fixed-step solve of `num_steps` steps through a `jax.lax.scan` of
     diffrax's own step, instead of diffrax's `while_loop`.
 
-    `ndes.diffeqsolve` and the models use it automatically where it gives the same solve
-    (see below); pass it yourself when the step count is known to you but not to ndes, e.g.
-    `t0`/`t1` traced under `jax.jit`: `adjoint=ndes.ScanAdjoint(n)`.
+    Opt-in: pass `adjoint=ndes.ScanAdjoint(n)` to `ndes.diffeqsolve` (or to a model whose
+    solve is valid for it, e.g. a fixed-step `NeuralCDE`). With `checkpoint=True` it gives
+    the same solve as diffrax's checkpointed loop in a smaller traced program, but measured
+    no faster, so ndes does not switch to it by itself; `checkpoint=False` trades memory
+    for speed (measurements in docs/benchmarks.md).
 
     **Arguments:**
 
@@ -192,28 +193,3 @@ def scan_problem(
     if _unsafe_brownian(terms):
         return "cannot differentiate through diffrax.UnsafeBrownianPath"
     return None
-
-
-def scan_adjoint_for(
-    num_steps: int | None,
-    *,
-    adjoint: Any,
-    per_step_checkpoints: bool,
-    **problem,
-) -> ScanAdjoint | None:
-    """`ScanAdjoint(num_steps)` where it gives the same solve as `adjoint`, else `None`.
-
-    `adjoint` must be exactly `diffrax.RecursiveCheckpointAdjoint()` with `checkpoints >=
-    num_steps` (the same memory: one state per step), or with `checkpoints=None` when
-    `per_step_checkpoints` (the models, which store one checkpoint per known step anyway);
-    `problem` (the keywords of `scan_problem`) must allow the scan."""
-    if num_steps is None or num_steps < 1:
-        return None
-    if type(adjoint) is not diffrax.RecursiveCheckpointAdjoint:
-        return None
-    ck = adjoint.checkpoints
-    if not ((ck is None and per_step_checkpoints) or (ck is not None and ck >= num_steps)):
-        return None
-    if scan_problem(num_steps, **problem) is not None:
-        return None
-    return ScanAdjoint(num_steps)

@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
 from ._counting import CountState, feval_cost, make_counting_controller
-from ._fixed_steps import ScanAdjoint, fixed_step_count, scan_adjoint_for, scan_problem
+from ._fixed_steps import ScanAdjoint, scan_problem
 from ._solution import Solution
 from .regularizers import Problem
 from .regularizers._augment import Augmentation, ProjectedHook
@@ -179,10 +179,7 @@ def diffeqsolve(
       `diffrax.PIDController`, optionally inside `diffrax.ClipStepSizeController`, and
       non-adaptive controllers).
     - `adjoint`: how to differentiate (default `diffrax.RecursiveCheckpointAdjoint()`;
-      see Gradients below). A fixed-step solve whose step count `n` is known here
-      (`StepTo`, or `ConstantStepSize` with concrete `t0`, `t1`, `dt0`) and asks for
-      `RecursiveCheckpointAdjoint(checkpoints >= n)` runs as `ndes.ScanAdjoint(n)` (the
-      same `ys`, bitwise) when the solve saves nothing inside its loop.
+      see Gradients below); `ndes.ScanAdjoint(n)` for a fixed-step solve of `n` steps.
     - `event`: a `diffrax.Event` that stops the solve early (default `None`).
     - `max_steps`: the most steps before the solve fails (default 4096); `None` for no
       limit (not with `SaveAt(steps=True)` or `SaveAt(dense=True)`).
@@ -308,31 +305,20 @@ def diffeqsolve(
         ),
     )
 
-    # A step count known when the solve is built: diffrax's loop body in a `lax.scan`
-    # (`_fixed_steps.py`; the same `ys`, one checkpoint per step).
-    problem_kw = dict(
-        stepsize_controller=stepsize_controller,
-        saveat=run_saveat,
-        event=event,
-        terms=terms,
-        max_steps=max_steps,
-    )
-    run_adjoint = adjoint
     if isinstance(adjoint, ScanAdjoint):
-        why = scan_problem(adjoint.num_steps, **problem_kw)
+        why = scan_problem(
+            adjoint.num_steps,
+            stepsize_controller=stepsize_controller,
+            saveat=run_saveat,
+            event=event,
+            terms=terms,
+            max_steps=max_steps,
+        )
         if why is not None:
             raise ValueError(
                 f"adjoint=ndes.ScanAdjoint({adjoint.num_steps}) {why}; use "
                 "adjoint=diffrax.RecursiveCheckpointAdjoint() for this solve."
             )
-    else:
-        scan = scan_adjoint_for(
-            fixed_step_count(stepsize_controller, t0, run_t1, dt0),
-            adjoint=adjoint,
-            per_step_checkpoints=False,
-            **problem_kw,
-        )
-        run_adjoint = adjoint if scan is None else scan
     sol = diffrax.diffeqsolve(
         run_terms,
         run_solver,
@@ -343,7 +329,7 @@ def diffeqsolve(
         args,
         saveat=run_saveat,
         stepsize_controller=controller,
-        adjoint=run_adjoint,
+        adjoint=adjoint,
         event=event,
         max_steps=max_steps,
         throw=throw,

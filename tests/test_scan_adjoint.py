@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import ndes
-import ndes.models._common as common
 
 jax.config.update("jax_enable_x64", True)
 
@@ -170,60 +169,40 @@ def test_traced_end_time_under_jit_and_vmap():
         np.testing.assert_allclose(batched[i], ref.ys[-1], rtol=1e-14)
 
 
-def _uses_scan(fn, *args) -> bool:
-    text = str(jax.make_jaxpr(fn)(*args))
-    return "scan[" in text and "while[" not in text
-
-
-def test_ndes_diffeqsolve_picks_the_scan_where_valid():
+def test_regularizers_and_counters_ride_along():
     n = 5
-
-    def run(y0, **kw):
-        return ndes.diffeqsolve(
-            diffrax.ODETerm(_f), diffrax.Euler(), 0.0, T1, T1 / n, y0, 0.1, **kw
-        ).ys
-
-    # One checkpoint per step asked for, concrete times: the scan (no while loop left).
-    assert _uses_scan(lambda y: run(y, max_steps=n, adjoint=_loop(n)), Y0)
-    # diffrax's default adjoint (log-many checkpoints) is left to diffrax: memory would change.
-    assert not _uses_scan(lambda y: run(y), Y0)
-    # SaveAt(ts=...) saves inside the loop: diffrax's loop.
-    ts = jnp.linspace(0.0, T1, 3)
-    assert not _uses_scan(
-        lambda y: run(y, max_steps=n, adjoint=_loop(n), saveat=diffrax.SaveAt(ts=ts)), Y0
-    )
-    # Same answer both ways, with the regularizers and counters riding along.
     regs = (ndes.KineticEnergy(0.1), ndes.StiffnessEstimate(0.1))
-    a = ndes.diffeqsolve(
-        diffrax.ODETerm(_f), diffrax.Tsit5(), 0.0, T1, T1 / n, Y0, 0.1,
-        max_steps=n, adjoint=_loop(n), regularizers=regs,
-    )  # fmt: skip
-    b = ndes.diffeqsolve(
-        diffrax.ODETerm(_f), diffrax.Tsit5(), 0.0, T1, T1 / n, Y0, 0.1,
-        max_steps=n, adjoint=ndes.ScanAdjoint(n, checkpoint=False), regularizers=regs,
-    )  # fmt: skip
+
+    def run(adjoint):
+        return ndes.diffeqsolve(
+            diffrax.ODETerm(_f), diffrax.Tsit5(), 0.0, T1, T1 / n, Y0, 0.1,
+            max_steps=n, adjoint=adjoint, regularizers=regs,
+        )  # fmt: skip
+
+    a, b = run(_loop(n)), run(ndes.ScanAdjoint(n, checkpoint=False))
     assert np.array_equal(np.asarray(a.ys), np.asarray(b.ys))
     assert float(a.penalty) == float(b.penalty) > 0
     assert int(a.stats["num_fevals"]) == int(b.stats["num_fevals"]) > 0
 
 
-def test_models_use_the_scan_for_fixed_steps(monkeypatch):
-    picked = []
-    real = common.scan_adjoint_for
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        picked.append(out)
-        return out
-
-    monkeypatch.setattr(common, "scan_adjoint_for", spy)
-    model = ndes.NeuralLSDE(4, 8, 1, key=jr.key(0), input_channels=2, out_size=3, num_steps=6)
+def _cde(**options):
+    model = ndes.NeuralCDE(
+        2, 4, 2, 8, 1, key=jr.key(0), solver=diffrax.Midpoint(),
+        stepsize_controller=diffrax.ConstantStepSize(), dt0=1.0 / 6, **options,
+    )  # fmt: skip
     ts = jnp.linspace(0.0, 1.0, 7)
-    xs = jnp.stack([ts, jnp.sin(ts)], -1)
-    control = diffrax.CubicInterpolation(ts, diffrax.backward_hermite_coefficients(ts, xs))
-    assert model(ts, control, key=jr.key(1)).ys.shape == (3,)
-    assert picked and isinstance(picked[-1], ndes.ScanAdjoint)
-    assert picked[-1].num_steps == 6
+    xs = jnp.stack([ts, jnp.sin(ts)], -1)[None]
+    return model, ts, model.coefficients(ts, xs)
+
+
+def test_a_model_takes_scan_adjoint_and_gives_the_same_output():
+    model, ts, coeffs = _cde()
+    fast, _, _ = _cde(adjoint=ndes.ScanAdjoint(6))
+    assert np.array_equal(np.asarray(model(ts, coeffs).ys), np.asarray(fast(ts, coeffs).ys))
+    # A model that saves at every time of ts cannot: the error says what to use instead.
+    sde = ndes.NeuralSDE.mlp(2, 8, 1, key=jr.key(0), num_steps=6, adjoint=ndes.ScanAdjoint(6))
+    with pytest.raises(ValueError, match=r"SaveAt\(ts=...\).*RecursiveCheckpointAdjoint"):
+        sde(ts, jnp.ones(2), key=jr.key(1))
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.0, True, None])

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from .._fixed_steps import fixed_step_count, scan_adjoint_for
+from .._fixed_steps import fixed_step_count
 from .._solve import diffeqsolve
 from ..regularizers import AbstractEndTime, AbstractRegularizer
 from ._mlp import MLPVectorField
@@ -158,11 +158,11 @@ class SolverSettings(eqx.Module):
         constant step `(t1 - t0)/num_steps`, traced times), or `fixed_step_count` finds it
         (`ConstantStepSize` with concrete `t0`, `t1`, `dt0`; `StepTo`) -- runs with
         `max_steps` equal to that count and, for `RecursiveCheckpointAdjoint()` without
-        `checkpoints`, one checkpoint per step: as `ndes.ScanAdjoint(count)` (diffrax's step
-        in a `lax.scan`, bitwise the same `ys`) where that is valid (no `SaveAt(ts=...)`),
-        else as `RecursiveCheckpointAdjoint(checkpoints=count)`. A smaller stored
-        `max_steps` is kept; `RandomEndTime` (whose end time moves) keeps the stored
-        settings.
+        `checkpoints`, one checkpoint per step: diffrax's loop then stores each step's state
+        as a `lax.scan` does and takes its no-recomputation path (`checkpoints ==
+        max_steps`). A smaller stored `max_steps` is kept; `RandomEndTime` (whose end time
+        moves) keeps the stored settings. (`ndes.ScanAdjoint(count)`, which drives the same
+        step from a `lax.scan`, measured no faster with checkpoints, so it is opt-in.)
         """
         dt0 = self.dt0 if dt0 is dataclasses.MISSING else dt0
         adjoint = self.adjoint if adjoint is dataclasses.MISSING else adjoint
@@ -173,20 +173,7 @@ class SolverSettings(eqx.Module):
         if num_steps is not None and not moves_end:
             if max_steps is None or max_steps >= num_steps:
                 max_steps = num_steps
-            scan = scan_adjoint_for(
-                num_steps,
-                adjoint=adjoint,
-                per_step_checkpoints=True,
-                stepsize_controller=self.stepsize_controller,
-                saveat=saveat,
-                event=None,
-                terms=terms,
-                max_steps=max_steps,
-            )
-            loop_default = type(adjoint) is diffrax.RecursiveCheckpointAdjoint
-            if scan is not None:
-                adjoint = scan
-            elif loop_default and adjoint.checkpoints is None:
+            if type(adjoint) is diffrax.RecursiveCheckpointAdjoint and adjoint.checkpoints is None:
                 adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)
         return diffeqsolve(
             terms,

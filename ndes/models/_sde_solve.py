@@ -276,7 +276,7 @@ def solve_sde(
     sample `b` sees its column `b` in both batch modes. Returns `ys` of shape `(T, n)` or
     `(B, T, n)`; with `final_only`, only the state at `ts[-1]` is saved (`T = 1`: what a
     classifier reads; nothing is interpolated or stored during the solve, and a fixed-step
-    solve then runs as `ndes.ScanAdjoint`).
+    solve can then take `adjoint=ndes.ScanAdjoint(n)`).
     """
     t0, t1 = ts[0], ts[-1]
     kind, n, step, adjoint = _stepping(settings, sde, t0, t1, owner)
