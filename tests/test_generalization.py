@@ -53,6 +53,7 @@ def test_summary_budget_goal():
     assert by["c"]["quality_change"] == pytest.approx(-0.04)  # a loss: higher is worse
 
 
+@pytest.mark.slow  # two NCDE fits' compiles, ~80 s on CI; the fixed-step tests below cover the driver
 def test_suite_runs_quick(tmp_path, capsys):
     out = tmp_path / "suite"
     argv = [
@@ -106,6 +107,11 @@ def test_suite_fixed_step_ncde(tmp_path):
     assert r["model"] == "ncde-midpoint" and r["config"]["ncde_solver"] == "midpoint"
     assert r["nfe_per_prediction"] == 2 * (12 - 1)
     assert "one step per observation interval" in r["note"]
+    assert (out / "table.txt").read_text().count("ItalyPowerDemand") == 1
+    assert not (out / "tradeoff.png").exists()  # vanilla only: nothing to compare
+    # A rerun resumes: nothing left to do, the same record.
+    assert gen.main(argv.split()) == 0
+    assert json.loads((out / "results.json").read_text()) == [r]
 
 
 def test_suite_fixed_step_lsde(tmp_path):

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # ~30 s; the equalities are tested fast in tests/test_scan_adjoint.py
 def test_scan_vs_loop_quick_prints_every_row():
     out = subprocess.run(
         [sys.executable, "scan_vs_loop.py", "--quick"],
