@@ -36,7 +36,7 @@ from ndes.models._cde import NeuralCDE
 from ndes.models._latent_sde import LatentSDE
 from ndes.models._ode import NeuralODE
 from ndes.models._sde import NeuralSDE
-from ndes.models._stable_sde import NeuralLSDE
+from ndes.models._stable_classes import NeuralLSDE
 
 
 def _step(loss_fn, model):

@@ -53,7 +53,7 @@ def test_summary_budget_goal():
     assert by["c"]["quality_change"] == pytest.approx(-0.04)  # a loss: higher is worse
 
 
-@pytest.mark.slow  # two NCDE fits' compiles, ~80 s on CI; the fixed-step tests below cover the driver
+@pytest.mark.slow  # two NCDE fits (~80 s on CI); the fixed-step tests below cover the driver
 def test_suite_runs_quick(tmp_path, capsys):
     out = tmp_path / "suite"
     argv = [

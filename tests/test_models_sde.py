@@ -17,7 +17,7 @@ import pytest
 from ndes._brownian import GridBrownianPath
 from ndes.models._sde import NeuralSDE
 from ndes.models._sde_solve import default_tree_tol
-from ndes.models._stable_sde import NeuralGSDE, NeuralLNSDE, NeuralLSDE
+from ndes.models._stable_classes import NeuralGSDE, NeuralLNSDE, NeuralLSDE
 from ndes.regularizers import ErrorEstimate, LocalErrorEstimate
 
 from .helpers import central_fd

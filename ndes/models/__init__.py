@@ -12,7 +12,7 @@ from ._mlp import MLPVectorField as MLPVectorField
 from ._ode import NeuralODE as NeuralODE
 from ._sde import NeuralSDE as NeuralSDE
 from ._sde_solve import SDESettings as SDESettings
+from ._stable_classes import NeuralGSDE as NeuralGSDE
+from ._stable_classes import NeuralLNSDE as NeuralLNSDE
+from ._stable_classes import NeuralLSDE as NeuralLSDE
 from ._stable_sde import AbstractStableSDE as AbstractStableSDE
-from ._stable_sde import NeuralGSDE as NeuralGSDE
-from ._stable_sde import NeuralLNSDE as NeuralLNSDE
-from ._stable_sde import NeuralLSDE as NeuralLSDE

@@ -49,7 +49,7 @@ from ._common import ModelOutput, SolverSettings, check_inputs, settings_from
 from ._sde import SDE_DEFAULTS, split_sde_options
 from ._sde_solve import SDESettings, check_sde_config, check_sde_solver, solve_sde
 
-__all__ = ["AbstractStableSDE", "NeuralLSDE", "NeuralLNSDE", "NeuralGSDE"]
+__all__ = ["AbstractStableSDE"]
 
 
 class _Field(eqx.Module):
@@ -359,76 +359,3 @@ def _check_control(control, ts, batched: bool, model, name: str) -> int | None:
             + f" but the model was built with input_channels={model.input_channels}."
         )
     return shape[0] if batched else None
-
-
-class NeuralLSDE(AbstractStableSDE):
-    r"""Langevin-type stable neural SDE (Oh, Lee & Park 2024, eq. LSDE):
-    $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
-    Itô = Stratonovich and the additive-noise SRK solvers `diffrax.ShARK`/`SRA1`/`SEA`
-    apply). Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\sigma(t))$.
-    The drift MLP's input is `[z, X_t]` (no time features).
-
-    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`. With additive noise
-    both `sde_type`s give the same solution, so any SDE solver is accepted.
-
-    For adaptive solves prefer `solver=diffrax.ShARK()` (with `sde_type="stratonovich"`):
-    its error estimate sees only the drift, so it takes far fewer steps than `Heun`
-    (measurements in docs/sde.md) and works with `ErrorEstimate`."""
-
-    time_input = False
-    additive = True
-
-    def drift(self, t, z, x):
-        g = self._gamma(t, z, x)
-        return jnp.tanh(g) if self.bounded else g
-
-    def _noise_raw(self, t, z):
-        return self.sigma(t, z.dtype)
-
-
-class NeuralLNSDE(AbstractStableSDE):
-    r"""Linear-noise stable neural SDE (Oh, Lee & Park 2024, eq. LNSDE):
-    $\mathrm{d}z = \gamma(t, z, X_t)\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
-    Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$.
-    The drift MLP's input is `[sin t, cos t, z, X_t]`.
-
-    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`."""
-
-    time_input = True
-    additive = False
-
-    def drift(self, t, z, x):
-        g = self._gamma(t, z, x)
-        return jnp.tanh(g) if self.bounded else g
-
-    def _noise_raw(self, t, z):
-        return self.sigma(t, z.dtype) * z
-
-
-class NeuralGSDE(AbstractStableSDE):
-    r"""Geometric stable neural SDE (Oh, Lee & Park 2024, eq. GSDE):
-    $\mathrm{d}z = \gamma(t, z, X_t) \odot z\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
-    Bounded version (the authors' code): drift $\tanh(\gamma \odot \tanh z)$, diffusion
-    $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$. With $z_0 \ne 0$ componentwise, the
-    unbounded geometric SDE keeps each component's sign. The drift MLP's input is
-    `[sin t, cos t, z, X_t]`.
-
-    **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`."""
-
-    time_input = True
-    additive = False
-
-    def drift(self, t, z, x):
-        g = self._gamma(t, z, x)
-        if self.bounded:
-            return jnp.tanh(g * jnp.tanh(z))
-        return g * z
-
-    def _noise_raw(self, t, z):
-        return self.sigma(t, z.dtype) * z
