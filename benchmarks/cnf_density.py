@@ -12,10 +12,11 @@ A second table times one forward `log_prob` and one train step with RNODE's free
 against plain FFJORD.
 
 Opt-in: FFJORD's harder toys (`--datasets pinwheel 2spirals`), the model and solver
-(`--width --depth --rtol --atol --lr`), `--methods budget` / `budget0.7` (ErrorEstimate
-under `BudgetWeight(target=0.5)` / `0.7`), `stiffness` (`StiffnessEstimate`), `local`
-(`LocalErrorEstimate`, a fresh sample time per step), `taynode` (`TaylorDerivative`, K=2),
-`steer` (`RandomEndTime(b=--steer-b)`), every penalty at `--weight`; `--log-every k` (the
+(`--width --depth --rtol --atol --lr`), `--methods budget` / `budget0.7` / `budget0.35`
+(ErrorEstimate under `BudgetWeight(target=0.5)` / `0.7` / `0.35`), `stiffness`
+(`StiffnessEstimate`), `local` (`LocalErrorEstimate`, a fresh sample time per step),
+`taynode` (`TaylorDerivative`, K=2), `steer` (`RandomEndTime(b=--steer-b)`), every penalty
+at `--weight`; `--log-every k` (the
 training-step NLL and NFE every k steps, printed and kept as each record's `history`);
 `--plot DIR` draws those histories (`DIR/cnf_<data>_training.png`, one line per method, the
 seed mean), adding the records of earlier `--out` files given to `--plot-from`. Vanilla's NFE
@@ -57,7 +58,7 @@ DATASETS = ("moons", "circles", "wine", "8gaussians", "digits")
 TOYS = ("pinwheel", "2spirals")  # opt-in (--datasets), harder FFJORD toys
 METHODS = ("vanilla", "error", "rnode")
 # opt-in: ErrorEstimate under BudgetWeight(target=...), driven by hand in train()
-BUDGETS = {"budget": 0.5, "budget0.7": 0.7}
+BUDGETS = {"budget": 0.5, "budget0.7": 0.7, "budget0.35": 0.35}
 # opt-in (--methods): the other regularizers ndes has, each at --weight (STEER: --steer-b)
 EXTRA = ("stiffness", "local", "taynode", "steer")
 ALL_METHODS = (*METHODS, *EXTRA, *BUDGETS)
@@ -122,12 +123,13 @@ def _need_key(key, method: str):
 
 
 def train(model, data, method, weight, steps, batch, seed, lr=3e-3, log_every=0, steer_b=0.5):
-    """Adam on the mean NLL (+ penalty). `method="budget"` (`"budget0.7"`): ErrorEstimate's
-    weight is set by `ndes.BudgetWeight(target=0.5)` (0.7; warm-up 40 % of the steps) from
-    each step's NFE, the optax-style `init_state` / `update` pair. `"local"` / `"steer"` get a
-    fresh key per step (the step's probe key folded with 1). `log_every > 0` prints the
-    step's NFE and NLL and keeps them: returns (model, seconds, history), the history a list
-    of `{"step", "nll", "num_fevals", "penalty"}` (the train batch's NLL, unweighted penalty)."""
+    """Adam on the mean NLL (+ penalty). `method="budget"` (`"budget0.7"`, `"budget0.35"`):
+    ErrorEstimate's weight is set by `ndes.BudgetWeight(target=0.5)` (0.7, 0.35; warm-up 40 %
+    of the steps) from each step's NFE, the optax-style `init_state` / `update` pair.
+    `"local"` / `"steer"` get a fresh key per step (the step's probe key folded with 1).
+    `log_every > 0` prints the step's NFE and NLL and keeps them: returns (model, seconds,
+    history), the history a list of `{"step", "nll", "num_fevals", "penalty"}` (the train
+    batch's NLL, unweighted penalty)."""
     opt = optax.adam(lr)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     regularizers(method, weight, jr.key(0), steer_b)  # a bad method fails before compiling
