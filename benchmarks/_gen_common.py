@@ -46,7 +46,8 @@ class SuiteConfig:
     regularizer rows need) or a fixed-step solver name (`"midpoint"`, `"heun"`, `"ralston"`,
     `"bosh3"`) taking `ncde_substeps` steps per observation interval; `lsde_solver`: the
     stable SDE's, `"shark"` (adaptive ShARK + PID on a Brownian tree) or a fixed-step
-    `"euler"` (Itô) / `"heun"` (Stratonovich) on the Brownian grid, one step per interval."""
+    `"euler"` (Itô) / `"heun"` (Stratonovich) on the Brownian grid, one step per interval;
+    `weight_decay`: the UEA family's decoupled weight decay (`optax.adamw`; 0 = plain Adam)."""
 
     quick: bool = False
     steps: int = 0
@@ -54,6 +55,7 @@ class SuiteConfig:
     ncde_solver: str = "tsit5"
     ncde_substeps: int = 1
     lsde_solver: str = "shark"
+    weight_decay: float = 0.0
 
 
 def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> tuple:

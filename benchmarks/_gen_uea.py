@@ -158,9 +158,9 @@ def run(
     if method != "vanilla" and not regs:
         return []
     batch = min(32, len(train["label"]))
-    opt = optax.adam(
-        optax.warmup_cosine_decay_schedule(0.0, 1e-2, max(1, min(50, steps // 10)), steps)
-    )
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, max(1, min(50, steps // 10)), steps)
+    wd = cfg.weight_decay
+    opt = optax.adamw(schedule, weight_decay=wd) if wd else optax.adam(schedule)
     t = time.perf_counter()
     res = ndes.fit(
         model,
@@ -195,9 +195,12 @@ def run(
         {
             "family": "uea",
             "problem": problem,
-            "model": model_kind
-            if adaptive
-            else f"{model_kind}-{solver}" + (f"x{substeps}" if substeps > 1 else ""),
+            "model": (
+                model_kind
+                if adaptive
+                else f"{model_kind}-{solver}" + (f"x{substeps}" if substeps > 1 else "")
+            )
+            + (f"+wd{wd:g}" if wd else ""),
             "missing": missing,
             "method": method,
             "seed": seed,

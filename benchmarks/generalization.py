@@ -248,6 +248,12 @@ def main(argv=None) -> int:
         choices=("shark", "euler", "heun"),
         help="uea LSDE: adaptive shark (default) or fixed, one step per interval",
     )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="uea: decoupled weight decay (optax.adamw), 0 = Adam; models are labelled +wd",
+    )
     p.add_argument("--out", default="runs/generalization")
     p.add_argument("--table", default=None, help="only print the table of this results.json")
     a = p.parse_args(argv)
@@ -257,7 +263,7 @@ def main(argv=None) -> int:
         return 0
     cfg = common.SuiteConfig(
         quick=a.quick, steps=a.steps, max_length=a.max_length, ncde_solver=a.ncde_solver,
-        ncde_substeps=a.ncde_substeps, lsde_solver=a.lsde_solver,
+        ncde_substeps=a.ncde_substeps, lsde_solver=a.lsde_solver, weight_decay=a.weight_decay,
     )  # fmt: skip
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
