@@ -254,6 +254,10 @@ def test_interface_errors():
         SquaredState(-1.0)
     with pytest.raises(ValueError, match="batch_axis=-2"):
         SquaredState(batch_axis=-2)
+    with pytest.raises(ValueError, match=r"SquaredState: batch_size='4' must be an int >= 1"):
+        SquaredState(batch_axis=0, batch_size="4")
+    with pytest.raises(ValueError, match=r"batch_size=0 must be an int >= 1"):
+        SquaredState(batch_axis=0, batch_size=0)
     # per_trajectory sets and clears the batch axis; the end time is shared by a joint batch.
     r = StateIncrement(aggregate="max").per_trajectory(4)
     assert (r.batch_axis, r.batch_size) == (0, 4)

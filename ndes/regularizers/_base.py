@@ -35,6 +35,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
+from .._checks import check_int
+
 __all__ = [
     "AbstractRegularizer",
     "AbstractEndTime",
@@ -239,8 +241,8 @@ class AbstractRegularizer(eqx.Module):
                 f"{owner}(batch_size={size}) is only meaningful with batch_axis=...; "
                 "pass batch_axis=0 for a (batch, ...) joint state or drop batch_size."
             )
-        if size is not None and size < 1:
-            raise ValueError(f"{owner}(batch_size={size}) must be >= 1.")
+        if size is not None:
+            check_int(size, "batch_size", owner, hint=" (the number of trajectories)")
 
     def check_batched_state(self, y: PyTree[Array]) -> None:
         """Static check that every leaf of `y` has the batch along `batch_axis`."""
