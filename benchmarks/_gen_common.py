@@ -47,7 +47,9 @@ class SuiteConfig:
     `"bosh3"`) taking `ncde_substeps` steps per observation interval; `lsde_solver`: the
     stable SDE's, `"shark"` (adaptive ShARK + PID on a Brownian tree) or a fixed-step
     `"euler"` (Itô) / `"heun"` (Stratonovich) on the Brownian grid, one step per interval;
-    `weight_decay`: the UEA family's decoupled weight decay (`optax.adamw`; 0 = plain Adam)."""
+    `weight_decay`: the UEA family's decoupled weight decay (`optax.adamw`; 0 = plain Adam);
+    `lsde_time_span`: the stable SDEs' `time_span` (their clock's length; `None` = the
+    model's default, 0 = the data's own time, i.e. `time_span=None`)."""
 
     quick: bool = False
     steps: int = 0
@@ -56,6 +58,7 @@ class SuiteConfig:
     ncde_substeps: int = 1
     lsde_solver: str = "shark"
     weight_decay: float = 0.0
+    lsde_time_span: float | None = None
 
 
 def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> tuple:

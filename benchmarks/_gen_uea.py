@@ -13,7 +13,10 @@ step per observation interval (`--ncde-solver bosh3` is `NeuralCDE`'s default no
 32, MLP width 64, depth 2. LSDE: ShARK + PID(rtol=1e-3, atol=1e-5) on a
 `VirtualBrownianTree` (additive noise; `--lsde-solver shark`, the suite's default) or
 Euler/Heun with one fixed step per observation interval on the Brownian grid
-(`--lsde-solver euler|heun`), the same path as drift input.
+(`--lsde-solver euler|heun`), the same path as drift input. The stable SDEs run on the
+models' default clock (`time_span=10` since 2026-12-03; `--lsde-time-span T`, 0 for the
+data's own time) and their records say which (`+span10`, `+rawtime`); records without
+either label predate it and ran in the data's time.
 
 `max_length`: a series longer than this is subsampled by a constant stride (so that a
 CPU run fits its time budget); such records say so in `note`.
@@ -70,7 +73,9 @@ FIXED_SOLVERS = {
 }
 
 
-def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1):
+def _build(
+    kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1, time_span=None
+):  # fmt: skip
     if kind == "ncde":
         if solver == "tsit5":  # adaptive: the regularizer and budget rows need it
             settings = dict(
@@ -97,6 +102,8 @@ def _build(kind, channels, num_classes, key, solver="tsit5", length=2, substeps=
             sde_type="ito" if solver == "euler" else "stratonovich",
             stepsize_controller=diffrax.ConstantStepSize(),
         )
+    if time_span is not None:  # else the model's default clock
+        settings["time_span"] = time_span or None
     return STABLE[kind](
         32, 64, 2, key=key, input_channels=channels, out_size=num_classes, **settings
     )
@@ -151,7 +158,7 @@ def run(
     length = int(train["ts"].shape[1])
     model = _build(
         model_kind, channels, data.num_classes, jax.random.key(seed), solver, length,
-        cfg.ncde_substeps,
+        cfg.ncde_substeps, cfg.lsde_time_span,
     )  # fmt: skip
     key = jax.random.key(seed + 7)
     regs = regularizers(method, key, solver_has_fsal=model_kind == "ncde")
@@ -187,6 +194,10 @@ def run(
         f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
     )
     adaptive = solver in ("tsit5", "shark")
+    span = cfg.lsde_time_span
+    if span is None and model_kind != "ncde":
+        span = model.time_span or 0
+    clock = "" if model_kind == "ncde" else f"+span{span:g}" if span else "+rawtime"
     substeps = cfg.ncde_substeps if model_kind == "ncde" else 1
     if not adaptive:
         per = f"{substeps} steps" if substeps > 1 else "one step"
@@ -200,7 +211,8 @@ def run(
                 if adaptive
                 else f"{model_kind}-{solver}" + (f"x{substeps}" if substeps > 1 else "")
             )
-            + (f"+wd{wd:g}" if wd else ""),
+            + (f"+wd{wd:g}" if wd else "")
+            + clock,
             "missing": missing,
             "method": method,
             "seed": seed,

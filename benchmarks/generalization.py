@@ -254,6 +254,13 @@ def main(argv=None) -> int:
         default=0.0,
         help="uea: decoupled weight decay (optax.adamw), 0 = Adam; models are labelled +wd",
     )
+    p.add_argument(
+        "--lsde-time-span",
+        type=float,
+        default=None,
+        help="uea stable SDEs: time_span, the model clock's length (default: the model's, "
+        "10; 0: the data's own time); stable-SDE records are labelled +spanT or +rawtime",
+    )
     p.add_argument("--out", default="runs/generalization")
     p.add_argument("--table", default=None, help="only print the table of this results.json")
     a = p.parse_args(argv)
@@ -264,6 +271,7 @@ def main(argv=None) -> int:
     cfg = common.SuiteConfig(
         quick=a.quick, steps=a.steps, max_length=a.max_length, ncde_solver=a.ncde_solver,
         ncde_substeps=a.ncde_substeps, lsde_solver=a.lsde_solver, weight_decay=a.weight_decay,
+        lsde_time_span=a.lsde_time_span,
     )  # fmt: skip
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ SDE_SOLVERS = {"heun": diffrax.Heun, "shark": diffrax.ShARK, "euler": diffrax.Eu
 
 def build(
     kind, channels, hidden, num_classes, width, seed, rtol, sde_solver="shark", grid=None,
-    ncde_solver="tsit5",
+    ncde_solver="tsit5", time_span=10.0,
 ):  # fmt: skip
     """A classifier on `(times, coeffs, t1)`: `ndes.NeuralCDE` or `ndes.NeuralLSDE`."""
     ctrl = diffrax.PIDController(rtol=rtol, atol=rtol * 1e-2)
@@ -80,6 +80,7 @@ def build(
         sde_type="ito" if fixed else "stratonovich",
         stepsize_controller=diffrax.ConstantStepSize() if fixed else ctrl,
         num_steps=grid if fixed else None,
+        time_span=time_span or None,  # the model's clock; 0: the data's own time
     )
     return StableSDEClassifier(sde)
 
@@ -98,7 +99,7 @@ def run_one(a, missing, reg, seed, progress):
     grid = a.grid or None  # None: the model's own one step per interval of the padded grid
     model = build(
         kind, train.channels, a.hidden, data.num_classes, a.width, seed, a.rtol, a.sde_solver, grid,
-        a.ncde_solver,
+        a.ncde_solver, a.time_span,
     )  # fmt: skip
     regs = (ndes.ErrorEstimate(weight),) if reg == "error" else ()
 
@@ -218,6 +219,13 @@ def main(argv=None):
     )
     p.add_argument(
         "--grid", type=int, default=0, help="lsde euler: steps (default: padded length - 1)"
+    )
+    p.add_argument(
+        "--time-span",
+        type=float,
+        default=10.0,
+        help="lsde only: the model's clock, [t0, t1] -> [0, TIME_SPAN] (NeuralLSDE's default "
+        "10; 0: the data's own time)",
     )
     p.add_argument(
         "--ncde-solver",

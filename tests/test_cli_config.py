@@ -85,6 +85,10 @@ def _with(**changes):
             r"config key 'model.activation' is unknown",
         ),
         (
+            _with(data={"name": "uea"}, model={"type": "stable_sde", "time_span": -1}),
+            r"config key 'model.time_span' must be a non-negative number",
+        ),
+        (
             _with(regularizers=[{"type": "CNFKineticEnergy", "weight": 0.1}]),
             r"'regularizers\[0\].type' = 'CNFKineticEnergy' reads a CNF's divergence "
             r"computation and needs model.type = 'cnf'; .* use 'KineticEnergy'",
@@ -246,7 +250,8 @@ def test_stable_sde_job_trains_a_step_on_uea(model, regs):
         "regularizers": regs,
     }
     job = build_job(parse_config(raw))
-    assert "stable neural SDE" in job.description
+    assert "stable neural SDE" in job.description and "clock [0, 10]" in job.description
+    assert job.model.sde.time_span == 10.0  # the models' default clock
     res = ndes.fit(
         job.model,
         job.data,
@@ -417,3 +422,13 @@ def test_diffusion_configs_train_and_plot(tmp_path, name, overrides):
     assert [r["step"] for r in recs if "loss" in r][:2] == [1, 2]
     assert np.isfinite(recs[-1]["loss"]) and "eval_loss" in recs[-1]
     assert (run / "samples.png").stat().st_size > 0 and (run / "history.png").is_file()
+
+
+def test_stable_sde_time_span_zero_is_the_data_clock():
+    raw = {
+        "steps": 1,
+        "data": {"name": "uea", "dataset": "JapaneseVowels"},
+        "model": {"type": "stable_sde", "solver": "Euler", "time_span": 0, "hidden": 4},
+    }
+    job = build_job(parse_config(raw))
+    assert job.model.sde.time_span is None and "the data's clock" in job.description

@@ -268,10 +268,12 @@ def _stable_sde(m, task: Task, key):
         num_steps=m.num_steps,
         max_steps=m.max_steps,
         batch_mode=m.batch_mode,
+        time_span=m.time_span or None,
     )
     desc = (
         f"stable neural SDE ({m.kind}) hidden {m.hidden} (drift width {m.width}, depth "
-        f"{m.depth}), {m.solver}"
+        f"{m.depth}), {m.solver}, "
+        + (f"clock [0, {m.time_span:g}]" if m.time_span else "the data's clock")
     )
     return StableSDEClassifier(sde), classification_loss, desc
 

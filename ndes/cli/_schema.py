@@ -232,7 +232,9 @@ class StableSDEModel(Table):
     """A stable neural SDE (Oh, Lee, Park 2024; `ndes.models.StableSDEClassifier`): ReLU drift
     MLP (no activation key), adaptive by default with ShARK for the additive-noise
     Langevin-type model (docs/sde.md). `solver = "Euler"` takes fixed steps on the Brownian
-    grid: `num_steps` equal steps, or one per observation interval when it is unset."""
+    grid: `num_steps` equal steps, or one per observation interval when it is unset.
+    `time_span`: the model's clock (`[ts[0], ts[-1]]` mapped onto `[0, time_span]`; the
+    models' default 10, chosen on the generalization suite; 0 solves in the data's time)."""
 
     accepts: ClassVar[tuple[str, ...]] = ("series",)
     type: Literal["stable_sde"]
@@ -246,6 +248,7 @@ class StableSDEModel(Table):
     num_steps: PositiveInt | None = None
     max_steps: PositiveInt = 4096
     batch_mode: BatchMode = "joint"
+    time_span: NonNegativeNumber = 10.0
 
     @model_validator(mode="after")
     def _solver_fits(self):

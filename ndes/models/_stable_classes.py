@@ -19,8 +19,8 @@ class NeuralLSDE(AbstractStableSDE):
     The drift MLP's input is `[z, X_t]` (no time features).
 
     **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`. With additive noise
+    `bounded`, `theta`, `sde_type`, `dtype`, `time_span`, `settings`, `sde` (and the solver
+    settings' fields as keywords) -- each as documented in `AbstractStableSDE`. With additive noise
     both `sde_type`s give the same solution, so any SDE solver is accepted.
 
     For adaptive solves prefer `solver=diffrax.ShARK()` (with `sde_type="stratonovich"`):
@@ -45,8 +45,8 @@ class NeuralLNSDE(AbstractStableSDE):
     The drift MLP's input is `[sin t, cos t, z, X_t]`.
 
     **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`."""
+    `bounded`, `theta`, `sde_type`, `dtype`, `time_span`, `settings`, `sde` (and the solver
+    settings' fields as keywords) -- each as documented in `AbstractStableSDE`."""
 
     time_input = True
     additive = False
@@ -68,8 +68,8 @@ class NeuralGSDE(AbstractStableSDE):
     `[sin t, cos t, z, X_t]`.
 
     **Arguments:** `hidden_size`, `width`, `depth`, `key`, `input_channels`, `out_size`,
-    `bounded`, `theta`, `sde_type`, `dtype`, `settings`, `sde` (and the solver settings'
-    fields as keywords) -- each as documented in `AbstractStableSDE`."""
+    `bounded`, `theta`, `sde_type`, `dtype`, `time_span`, `settings`, `sde` (and the solver
+    settings' fields as keywords) -- each as documented in `AbstractStableSDE`."""
 
     time_input = True
     additive = False
