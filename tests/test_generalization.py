@@ -117,14 +117,16 @@ def test_suite_fixed_step_ncde(tmp_path):
 def test_suite_fixed_step_lsde(tmp_path):
     """`--lsde-solver euler`: the stable SDE's default of one Euler step per observation
     interval, 2 (L - 1) evaluations (drift and diffusion) per prediction; `--weight-decay`
-    trains with `optax.adamw` and labels the model."""
+    trains with `optax.adamw` and labels the model, as the clock does."""
     out = tmp_path / "lsde"
     argv = "--quick --families uea --problems ItalyPowerDemand --models lsde --missing 0 "
     argv += f"--seeds 1 --methods vanilla --no-baseline --lsde-solver euler --out {out} "
     argv += "--weight-decay 0.1"
     assert gen.main(argv.split()) == 0
     (r,) = json.loads((out / "results.json").read_text())
-    assert r["model"] == "lsde-euler+wd0.1" and r["config"]["lsde_solver"] == "euler"
+    # The model's default clock (time_span=10) is named in the label.
+    assert r["model"] == "lsde-euler+wd0.1+span10" and r["config"]["lsde_solver"] == "euler"
+    assert r["config"]["lsde_time_span"] is None
     assert r["config"]["weight_decay"] == 0.1
     assert r["nfe_per_prediction"] == 2 * (12 - 1)
     assert "euler, one step per observation interval" in r["note"]
