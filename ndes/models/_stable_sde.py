@@ -271,7 +271,8 @@ class AbstractStableSDE(eqx.Module):
         **Arguments:**
 
         - `ts`: `(T,)` strictly increasing times shared by the batch; the solve runs from
-          `ts[0]` to `ts[-1]` and saves at every `ts`.
+          `ts[0]` to `ts[-1]` and saves at every `ts` (on the model's clock `[0,
+          time_span]` unless `time_span=None`; the control is read at `ts` itself).
         - `control`: the controlled path $X$, e.g.
           `diffrax.CubicInterpolation(ts, diffrax.backward_hermite_coefficients(ts, x))`,
           evaluating to `(C,)`. For a batch pass a path whose array leaves carry a leading
