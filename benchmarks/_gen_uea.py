@@ -194,9 +194,7 @@ def run(
         f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
     )
     adaptive = solver in ("tsit5", "shark")
-    span = cfg.lsde_time_span
-    if span is None and model_kind != "ncde":
-        span = model.time_span or 0
+    span = None if model_kind == "ncde" else model.time_span  # the model knows its clock
     clock = "" if model_kind == "ncde" else f"+span{span:g}" if span else "+rawtime"
     substeps = cfg.ncde_substeps if model_kind == "ncde" else 1
     if not adaptive:

@@ -125,8 +125,8 @@ class AbstractStableSDE(eqx.Module):
       time units, over which bounded drift and noise add up). The time-dependent parts
       ($\sigma(t)$, the drift's $\sin t, \cos t$) and step regularizers see the model's
       time. `None` solves in the units of `ts` (ndes's behaviour before 2026-12-03). 10
-      was chosen over 3, 30 and the raw grid on the generalization suite's
-      ten UEA sets (measured in docs/results.md).
+      was chosen over 3, 30 and the raw grid on the generalization suite's ten UEA sets
+      (measured in docs/results.md).
     - `settings`, `sde`, or their fields as keywords (`solver`, default `diffrax.Euler()`,
       any solver `ndes.NeuralSDE` accepts for `sde_type`; `stepsize_controller`,
       `num_steps`, `dt0`, `brownian`, `brownian_tol`, `adjoint`, `max_steps`,
