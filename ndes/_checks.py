@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
-__all__ = ["check_int"]
+import numpy as np
+
+__all__ = ["check_int", "check_positive", "positive_real"]
 
 
 def check_int(value, name: str, owner: str, minimum: int = 1, hint: str = "") -> int:
@@ -15,3 +18,32 @@ def check_int(value, name: str, owner: str, minimum: int = 1, hint: str = "") ->
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{owner}: {name}={value!r} must be an int >= {minimum}{hint}.")
     return int(value)
+
+
+def positive_real(value) -> float | None:
+    """`value` as a Python float when it is a finite real number > 0, else `None`.
+
+    A real number is any `numbers.Real` (`int`, `float`, NumPy scalars) or a 0-d integer or
+    floating array (NumPy or JAX, not traced); `bool` is not one."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if not isinstance(value, numbers.Real):
+        dtype = getattr(value, "dtype", None)
+        if getattr(value, "shape", None) != () or dtype is None or dtype.kind not in "iuf":
+            return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # a traced scalar has no value yet
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def check_positive(value, name: str, owner: str, hint: str = "") -> float:
+    """`value` as a Python float, or a `ValueError` naming `owner` and `name`.
+
+    Accepts what `positive_real` accepts (finite, > 0, not `bool`); `hint` is appended to
+    the message (e.g. a typical value, or what the number means)."""
+    out = positive_real(value)
+    if out is None:
+        raise ValueError(f"{owner}: {name}={value!r} must be a positive finite number{hint}.")
+    return out

@@ -57,7 +57,7 @@ def test_bad_input(getkey):
         mmd(jnp.zeros((5, 2)), jnp.zeros((5, 3)))
     with pytest.raises(ValueError, match="at least 2 samples"):
         mmd(jnp.zeros((1, 2)), jnp.zeros((5, 2)))
-    with pytest.raises(ValueError, match="bandwidth=0.0 must be positive"):
+    with pytest.raises(ValueError, match="bandwidth=0.0 must be a positive finite number"):
         mmd(jnp.zeros((5, 2)), jnp.ones((5, 2)), bandwidth=0.0)
     with pytest.raises(ValueError, match="num_projections=0"):
         sliced_wasserstein(jnp.zeros((5, 2)), jnp.ones((5, 2)), getkey(), num_projections=0)

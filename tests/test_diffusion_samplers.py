@@ -203,7 +203,7 @@ def test_bad_input(getkey):
         S.probability_flow_sample(model, getkey(), 4, eps=1.5)
     with pytest.raises(ValueError, match="steps=0 must be an int"):
         S.pc_sample(model, getkey(), 4, steps=0)
-    with pytest.raises(ValueError, match="snr=-1.0 must be positive"):
+    with pytest.raises(ValueError, match="snr=-1.0 must be a positive finite number"):
         S.pc_sample(model, getkey(), 4, snr=-1.0)
     with pytest.raises(ValueError, match="order=4 must be 1, 2 or 3"):
         S.dpm_solver_sample(model, getkey(), 4, order=4)

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import positive_real
+
 
 def _check_sizes(shape: tuple[int, ...], what: str) -> None:
     """Refuse empty data by name: no series, no time points or no channels."""
@@ -148,7 +150,7 @@ def cde_features(
     if count_scale is None:
         count_scale = float(values.shape[1])
     for name, v in (("time_scale", time_scale), ("count_scale", count_scale)):
-        if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v > 0):
+        if positive_real(v) is None:
             raise ValueError(f"cde_features({name}={v!r}) must be a positive finite number.")
     big = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
     if big > _LARGE:

@@ -3,7 +3,6 @@ r"""The denoising score-matching loss (Vincent 2011; Song et al. 2021, eq. 7), a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 from ._score import ScoreModel
 
 __all__ = ["DSMLoss", "WEIGHTINGS"]
@@ -83,12 +82,12 @@ class DSMLoss(eqx.Module):
         flow_atol: float = 1e-3,
         flow_eps: float = 1e-3,
     ):
-        eps = float(eps)
-        if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(
-                f"DSMLoss: eps={eps} must be a positive lower cut-off for t (e.g. 1e-5); at "
-                "t=0 the target eps/sigma_t is infinite."
-            )
+        eps = check_positive(
+            eps,
+            "eps",
+            "DSMLoss",
+            " (the lower cut-off for t, e.g. 1e-5); at t=0 the target eps/sigma_t is infinite",
+        )
         if weighting not in WEIGHTINGS:
             raise ValueError(
                 f"DSMLoss: weighting={weighting!r} is unknown; use 'sigma2' (lambda=sigma_t^2, "

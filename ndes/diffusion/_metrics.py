@@ -3,14 +3,12 @@ the sliced Wasserstein distance."""
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 
 __all__ = ["mmd", "sliced_wasserstein"]
 
@@ -58,9 +56,7 @@ def mmd(
         iu = jnp.triu_indices(pooled.shape[0], 1)
         ell2 = jnp.median(d[iu])  # ell = median pairwise distance
     else:
-        bandwidth = float(bandwidth)
-        if not (math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"mmd: bandwidth={bandwidth} must be positive, or None (median).")
+        bandwidth = check_positive(bandwidth, "bandwidth", "mmd", ", or None (the median)")
         ell2 = bandwidth**2
     n, m = x.shape[0], y.shape[0]
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 from .._solve import diffeqsolve
 from ..models._cnf import CNF
 from ..models._common import JointField, per_trajectory_regularizers
@@ -189,9 +189,7 @@ def pc_sample(
     model = _check_model(model, owner)
     eps, steps = _check_eps(eps, model, owner), check_int(steps, "steps", owner)
     m = check_int(corrector_steps, "corrector_steps", owner, minimum=0)
-    snr = float(snr)
-    if not (math.isfinite(snr) and snr > 0):
-        raise ValueError(f"{owner}: snr={snr} must be positive (e.g. 0.16).")
+    snr = check_positive(snr, "snr", owner, " (e.g. 0.16)")
     if key is None:
         raise ValueError(f"{owner}: key=None; the sampler needs a PRNG key for its noise.")
     k0, k1 = jr.split(key)
@@ -247,10 +245,9 @@ Solver = diffrax.AbstractAdaptiveSolver
 
 
 def _controller(rtol, atol, owner):
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if not (math.isfinite(float(v)) and float(v) > 0):
-            raise ValueError(f"{owner}: {name}={v} must be a positive tolerance (e.g. 1e-3).")
-    return diffrax.PIDController(rtol=float(rtol), atol=float(atol))
+    rtol = check_positive(rtol, "rtol", owner, " (a tolerance, e.g. 1e-3)")
+    atol = check_positive(atol, "atol", owner, " (a tolerance, e.g. 1e-3)")
+    return diffrax.PIDController(rtol=rtol, atol=atol)
 
 
 def probability_flow_sample(

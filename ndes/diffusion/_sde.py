@@ -22,16 +22,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_positive
+
 __all__ = ["AbstractDiffusionSDE", "VPSDE", "VESDE"]
 
 Schedule = Literal["linear", "cosine"]
-
-
-def _positive(value, name: str, owner: str, fix: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{owner}: {name}={value} must be a finite positive number; {fix}.")
-    return value
 
 
 class AbstractDiffusionSDE(eqx.Module):
@@ -160,10 +155,10 @@ class VPSDE(AbstractDiffusionSDE):
             )
         if beta_max is None:
             beta_max = 20.0 if schedule == "linear" else 999.0
-        fix = "e.g. beta_min=0.1, beta_max=20 for the linear schedule"
-        self.beta_min = _positive(beta_min, "beta_min", "VPSDE", fix)
-        self.beta_max = _positive(beta_max, "beta_max", "VPSDE", fix)
-        self.cosine_s = _positive(cosine_s, "cosine_s", "VPSDE", "the usual value is 0.008")
+        fix = "; e.g. beta_min=0.1, beta_max=20 for the linear schedule"
+        self.beta_min = check_positive(beta_min, "beta_min", "VPSDE", fix)
+        self.beta_max = check_positive(beta_max, "beta_max", "VPSDE", fix)
+        self.cosine_s = check_positive(cosine_s, "cosine_s", "VPSDE", "; the usual value is 0.008")
         if schedule == "linear" and self.beta_max < self.beta_min:
             raise ValueError(
                 f"VPSDE: beta_max={self.beta_max} is smaller than beta_min={self.beta_min}; the "
@@ -244,9 +239,9 @@ class VESDE(AbstractDiffusionSDE):
     T: float = eqx.field(static=True)
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        fix = "e.g. sigma_min=0.01, sigma_max=50"
-        self.sigma_min = _positive(sigma_min, "sigma_min", "VESDE", fix)
-        self.sigma_max = _positive(sigma_max, "sigma_max", "VESDE", fix)
+        fix = "; e.g. sigma_min=0.01, sigma_max=50"
+        self.sigma_min = check_positive(sigma_min, "sigma_min", "VESDE", fix)
+        self.sigma_max = check_positive(sigma_max, "sigma_max", "VESDE", fix)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
                 f"VESDE: sigma_max={self.sigma_max} must be larger than sigma_min={self.sigma_min}."

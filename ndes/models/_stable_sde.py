@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +45,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import positive_real
 from ._common import ModelOutput, SolverSettings, check_inputs, settings_from
 from ._sde import SDE_DEFAULTS, split_sde_options
 from ._sde_solve import SDESettings, check_sde_config, check_sde_solver, solve_sde
@@ -179,12 +178,7 @@ class AbstractStableSDE(eqx.Module):
                 f"{name} needs hidden_size >= 1, width >= 1, depth >= 0; got {hidden_size}, "
                 f"{width}, {depth}."
             )
-        if time_span is not None and not (
-            isinstance(time_span, numbers.Real)
-            and not isinstance(time_span, bool)
-            and math.isfinite(time_span)
-            and time_span > 0
-        ):
+        if time_span is not None and positive_real(time_span) is None:
             raise ValueError(
                 f"{name}(time_span={time_span!r}) must be a positive finite number (the "
                 "length of the model's clock) or None (solve in the units of `ts`)."
