@@ -44,19 +44,6 @@ MODELS = ("ncde", "lsde", "lnsde", "gsde")
 STABLE = {"lsde": ndes.NeuralLSDE, "lnsde": ndes.NeuralLNSDE, "gsde": ndes.NeuralGSDE}
 
 
-def _subsample(split, stride: int):
-    if stride <= 1:
-        return split
-    keep = np.arange(0, split.times.shape[1], stride)
-    lengths = (split.lengths - 1) // stride + 1
-    return dataclasses.replace(
-        split,
-        times=split.times[:, keep] / stride,
-        values=split.values[:, keep],
-        lengths=lengths,
-    )
-
-
 def _prepare(split):
     feats = cde_features(split.times, split.values)
     ts = jnp.asarray(split.times)
@@ -125,13 +112,9 @@ def _loss_fn(model, b, *, key, regularizers, train_step):
 
 
 def _load(problem, missing, seed, cfg):
-    data = load_uea(problem, missing=missing, seed=seed)
-    L = data.train.times.shape[1]
-    stride = 1
-    max_length = 16 if cfg.quick else cfg.max_length
-    if max_length and L > max_length:
-        stride = int(np.ceil(L / max_length))
-    train, test = _subsample(data.train, stride), _subsample(data.test, stride)
+    max_length = 16 if cfg.quick else (cfg.max_length or None)
+    data = load_uea(problem, missing=missing, seed=seed, max_length=max_length)
+    train, test, stride = data.train, data.test, data.stride
     if cfg.quick:
         fields = ("times", "values", "lengths", "labels")
         train = dataclasses.replace(train, **{f: getattr(train, f)[:8] for f in fields})
@@ -190,9 +173,8 @@ def run(
 
     pred, nfe = predict(res.model, test)
     acc = float(jnp.mean(pred == test["label"]))
-    note = (
-        f"subsampled by stride {stride} (length {data.train.times.shape[1]})" if stride > 1 else ""
-    )
+    points = data.train.times.shape[1]
+    note = f"subsampled by stride {stride} (to {points} points)" if stride > 1 else ""
     adaptive = solver in ("tsit5", "shark")
     span = None if model_kind == "ncde" else model.time_span  # the model knows its clock
     clock = "" if model_kind == "ncde" else f"+span{span:g}" if span else "+rawtime"

@@ -94,7 +94,7 @@ def optimiser(lr, schedule, steps):
 def run_one(a, missing, reg, seed, progress):
     """One training run; `a` holds the command-line settings (see `main`)."""
     kind, name, weight, steps = a.model, a.dataset, a.weight, a.steps
-    data = load_uea(name, missing=missing, seed=seed)
+    data = load_uea(name, missing=missing, seed=seed, max_length=a.max_length or None)
     train, test = prepare_cde(data.train), prepare_cde(data.test)
     grid = a.grid or None  # None: the model's own one step per interval of the padded grid
     model = build(
@@ -233,6 +233,13 @@ def main(argv=None):
         default="tsit5",
         help="ncde only: tsit5 adaptive (PID at --rtol), or bosh3 with one fixed step per "
         "observation interval (NeuralCDE's default; 3 NFE per observation; docs/results.md)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=0,
+        help="keep every stride-th point of series longer than this (load_uea's max_length; "
+        "0: every point). Helps the NCDE on long series (docs/results.md)",
     )
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (peak if cosine)")
     p.add_argument(

@@ -89,6 +89,10 @@ def _with(**changes):
             r"config key 'model.time_span' must be a non-negative number",
         ),
         (
+            _with(data={"name": "uea", "max_length": 1}, model={"type": "neural_cde"}),
+            r"config key 'data.max_length' must be an integer >= 2",
+        ),
+        (
             _with(regularizers=[{"type": "CNFKineticEnergy", "weight": 0.1}]),
             r"'regularizers\[0\].type' = 'CNFKineticEnergy' reads a CNF's divergence "
             r"computation and needs model.type = 'cnf'; .* use 'KineticEnergy'",
@@ -249,6 +253,8 @@ def test_stable_sde_job_trains_a_step_on_uea(model, regs):
         "model": model,
         "regularizers": regs,
     }
+    if model.get("solver") == "Euler":
+        raw["data"]["max_length"] = 16  # length 29 -> every 2nd point, 15 points
     job = build_job(parse_config(raw))
     assert "stable neural SDE" in job.description and "clock [0, 10]" in job.description
     assert job.model.sde.time_span == 10.0  # the models' default clock
@@ -266,7 +272,8 @@ def test_stable_sde_job_trains_a_step_on_uea(model, regs):
     (rec,) = res.history
     assert np.isfinite(rec["loss"]) and rec["num_fevals"] > 0
     if model.get("solver") == "Euler":  # drift + diffusion once per interval of the grid
-        assert rec["num_fevals"] == 2 * (np.shape(job.data[0])[-1] - 1)  # data[0]: times
+        assert np.shape(job.data[0])[-1] == 15 and "one point in 2" in job.description
+        assert rec["num_fevals"] == 2 * (15 - 1)  # data[0]: times
     if regs:
         assert rec["penalty_terms"]["ErrorEstimate"] > 0
 
@@ -294,7 +301,9 @@ def test_config_uea_dataset_is_any_set_aeon_ships():
             data={"name": "uea", "dataset": "PickupGestureWiimoteZ"}, model={"type": "neural_cde"}
         )
     )
-    assert cfg.data.dataset == "PickupGestureWiimoteZ"
+    assert cfg.data.dataset == "PickupGestureWiimoteZ" and cfg.data.max_length is None
+    sub = _with(data={"name": "uea", "max_length": 64}, model={"type": "neural_cde"})
+    assert parse_config(sub).data.max_length == 64
     with pytest.raises(
         ConfigError, match=r"'data.dataset' must be a classification set aeon ships"
     ):

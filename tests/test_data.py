@@ -286,6 +286,31 @@ def test_uea_bad_inputs():
             nd.load_uea("GunPoint", missing=bad)
 
 
+def test_uea_max_length_keeps_every_stride_th_point_of_the_full_series():
+    pytest.importorskip("aeon")
+    full = nd.load_uea("GunPoint", missing=0.3, seed=2)  # length 150
+    sub = nd.load_uea("GunPoint", missing=0.3, seed=2, max_length=64)
+    assert full.stride == 1 and sub.stride == 3  # ceil(150 / 64)
+    for f, s in ((full.train, sub.train), (full.test, sub.test)):
+        assert s.values.shape == (f.values.shape[0], 50, 1)
+        # the drop mask and the statistics are those of the full series
+        np.testing.assert_array_equal(s.values, f.values[:, ::3], strict=True)
+        np.testing.assert_array_equal(s.times, np.tile(np.arange(50.0), (len(s.labels), 1)))
+        np.testing.assert_array_equal(s.labels, f.labels)
+    np.testing.assert_array_equal(sub.mean, full.mean)
+    # unequal lengths: a series of length l keeps ceil(l / stride) points
+    jv = nd.load_uea("JapaneseVowels", max_length=10)  # padded length 29 -> stride 3
+    ref = nd.load_uea("JapaneseVowels")
+    assert jv.stride == 3 and jv.train.values.shape[1] == 10
+    np.testing.assert_array_equal(jv.train.lengths, -(-ref.train.lengths // 3))
+    last = jv.train.values[np.arange(270), jv.train.lengths - 1]
+    assert not np.isnan(last).any()  # the last kept point of each series is a real one
+    assert nd.load_uea("JapaneseVowels", max_length=29).stride == 1  # not longer: unchanged
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match=r"load_uea: max_length=.* must be an int >= 2"):
+            nd.load_uea("GunPoint", max_length=bad)
+
+
 def test_japanese_vowels():
     pytest.importorskip("aeon")
     d = nd.load_uea("JapaneseVowels", missing=0.3)

@@ -134,7 +134,7 @@ def _trajectories(d, seed: int, key) -> Task:
 
 def _uea(d, seed: int, key) -> Task:
     del key
-    ds = nd.load_uea(d.dataset, missing=d.missing, seed=seed)
+    ds = nd.load_uea(d.dataset, missing=d.missing, seed=seed, max_length=d.max_length)
     train, test = nd.prepare_cde(ds.train), nd.prepare_cde(ds.test)
     return Task(
         "series",
@@ -144,7 +144,9 @@ def _uea(d, seed: int, key) -> Task:
         num_classes=ds.num_classes,
         description=(
             f"UEA {d.dataset} ({len(train.times)} train / {len(test.times)} test, "
-            f"{ds.num_classes} classes, missing {d.missing:.0%})"
+            f"{ds.num_classes} classes, missing {d.missing:.0%}"
+            + (f", one point in {ds.stride}" if ds.stride > 1 else "")
+            + ")"
         ),
     )
 

@@ -137,6 +137,7 @@ class UEAData(Table):
     name: Literal["uea"]
     dataset: str = "JapaneseVowels"
     missing: NonNegativeBelowOne = 0.0
+    max_length: IntAtLeast2 | None = None
 
     @field_validator("dataset")
     @classmethod

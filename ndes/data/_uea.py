@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Int
 
+from .._checks import check_int
 from ._features import cde_features, hermite_coefficients
 from ._missing import drop_observations
 
@@ -54,7 +55,8 @@ class Split:
     """One split: a frozen dataclass of host NumPy arrays (data, never traced or trained).
 
     - `times` (N, L) float64: the integer time index 0, 1, ..., L-1 (also past each series'
-      end, so times are strictly increasing everywhere).
+      end, so times are strictly increasing everywhere; with `load_uea(max_length=...)` the
+      index of the kept points divided by the stride, again 0, 1, ...).
     - `values` (N, L, C) float64: NaN where an observation was dropped or past the series' end.
     - `lengths` (N,) int: number of valid time points per series.
     - `labels` (N,) int: class index in `0 .. num_classes-1` (sorted order of aeon's labels).
@@ -82,6 +84,8 @@ class UEADataset:
       NaN-aware, computed after dropping observations, in the units of the raw data
       (computed even when `standardise=False`; a channel with zero spread gets `std = 1`).
       Map standardised values back with `values * std + mean`.
+    - `stride`: `1`, or the subsampling stride `load_uea(max_length=...)` applied (a point
+      at time `t` of the splits is point `t * stride` of the series as aeon ships it).
     """
 
     name: str
@@ -91,6 +95,7 @@ class UEADataset:
     channels: int
     mean: Float[np.ndarray, " C"]
     std: Float[np.ndarray, " C"]
+    stride: int = 1
 
 
 def _to_split(X, y, classes, L) -> Split:
@@ -105,7 +110,12 @@ def _to_split(X, y, classes, L) -> Split:
 
 
 def load_uea(
-    name: str, *, missing: float = 0.0, seed: int = 0, standardise: bool = True
+    name: str,
+    *,
+    missing: float = 0.0,
+    seed: int = 0,
+    standardise: bool = True,
+    max_length: int | None = None,
 ) -> UEADataset:
     """Load a shipped UEA/UCR classification set as its train/test splits (as shipped by aeon).
 
@@ -126,11 +136,20 @@ def load_uea(
     - `standardise`: `True` (default) subtracts the train `mean` and divides by the train
       `std` per channel, in both splits; `False` returns the raw values (the statistics are
       still in the result).
+    - `max_length`: `None` (default) keeps every time point; an int `>= 2` keeps every
+      `stride`-th point of a set whose padded length `L` exceeds it, `stride =
+      ceil(L / max_length)`, after the drop and the standardisation above (so both are those
+      of the full series). Times are divided by `stride` (the kept points stay one time unit
+      apart) and `lengths` become `(lengths - 1) // stride + 1`. What it is for: a neural CDE
+      on long series learns more in the same number of steps from a subsampled series
+      (measured in [results](../results.md): OSULeaf, ACSF1, ArrowHead), while the stable
+      SDEs and MiniRocket do as well or better at full length.
 
     **Returns:** a `UEADataset`.
 
     Raises `ValueError` for a name
-    aeon does not ship (nothing is downloaded) or `missing` outside [0, 1).
+    aeon does not ship (nothing is downloaded), `missing` outside [0, 1), or a `max_length`
+    that is not an int `>= 2`.
     """
     shipped = available_uea()
     if name not in shipped:
@@ -142,6 +161,8 @@ def load_uea(
         raise ValueError(
             f"missing fraction must lie in [0, 1), got {missing!r}; use e.g. 0.3, 0.5 or 0.7."
         )
+    if max_length is not None:
+        max_length = check_int(max_length, "max_length", "load_uea", 2, " or None (every point)")
     from aeon.datasets import load_classification
 
     Xtr, ytr = load_classification(name, split="train")
@@ -157,7 +178,22 @@ def load_uea(
     if standardise:
         tr = dataclasses.replace(tr, values=(tr.values - mean) / std)
         te = dataclasses.replace(te, values=(te.values - mean) / std)
-    return UEADataset(name, tr, te, len(classes), tr.values.shape[-1], mean, std)
+    stride = 1
+    if max_length is not None and L > max_length:
+        stride = -(-L // max_length)
+        tr, te = _subsample(tr, stride), _subsample(te, stride)
+    return UEADataset(name, tr, te, len(classes), tr.values.shape[-1], mean, std, stride)
+
+
+def _subsample(split: Split, stride: int) -> Split:
+    """Every `stride`-th time point of a padded split, on a unit-spaced time grid."""
+    keep = np.arange(0, split.times.shape[1], stride)
+    return dataclasses.replace(
+        split,
+        times=split.times[:, keep] / stride,
+        values=split.values[:, keep],
+        lengths=(split.lengths - 1) // stride + 1,
+    )
 
 
 class CDEData(NamedTuple):
