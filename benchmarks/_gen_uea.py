@@ -18,8 +18,9 @@ models' default clock (`time_span=10` since 2026-12-03; `--lsde-time-span T`, 0 
 data's own time) and their records say which (`+span10`, `+rawtime`); records without
 either label predate it and ran in the data's time.
 
-`max_length`: a series longer than this is subsampled by a constant stride (so that a
-CPU run fits its time budget); such records say so in `note`.
+`max_length`: a series longer than this is subsampled by a constant stride
+(`ndes.data.load_uea(max_length=...)`, so that a CPU run fits its time budget); such records
+say so in `note`.
 """
 
 from __future__ import annotations
