@@ -39,8 +39,9 @@ docs-index:
 	sed 's#(docs/#(#g' README.md > docs/index.md
 
 # Every notebook in examples/ top to bottom, in quick mode (NDES_QUICK=1: small sizes).
+# -O0: the notebooks' quick mode is compile-bound, as the test suite is (tests/conftest.py).
 notebooks: $(VENV)/.installed
-	NDES_QUICK=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=600 -n 2 examples/
+	NDES_QUICK=1 XLA_FLAGS="$${XLA_FLAGS:---xla_backend_optimization_level=0}" $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=600 -n 2 examples/
 
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow

@@ -49,7 +49,9 @@ class SuiteConfig:
     `"euler"` (Itô) / `"heun"` (Stratonovich) on the Brownian grid, one step per interval;
     `weight_decay`: the UEA family's decoupled weight decay (`optax.adamw`; 0 = plain Adam);
     `lsde_time_span`: the stable SDEs' `time_span` (their clock's length; `None` = the
-    model's default, 0 = the data's own time, i.e. `time_span=None`)."""
+    model's default, 0 = the data's own time, i.e. `time_span=None`); `logsig_depth`: the
+    UEA NCDE by the log-ODE method (`ndes.data.logsig_windows` of this depth over windows
+    of the full series, as many as `max_length` points would give; 0 = off)."""
 
     quick: bool = False
     steps: int = 0
@@ -59,6 +61,7 @@ class SuiteConfig:
     lsde_solver: str = "shark"
     weight_decay: float = 0.0
     lsde_time_span: float | None = None
+    logsig_depth: int = 0
 
 
 def regularizers(method: str, key: jax.Array, solver_has_fsal: bool = True) -> tuple:

@@ -37,7 +37,13 @@ import optax
 from _gen_common import SuiteConfig, budget_fields, budget_for, regularizers
 
 import ndes
-from ndes.data import cde_features, hermite_coefficients, load_uea
+from ndes.data import (
+    cde_features,
+    hermite_coefficients,
+    linear_coefficients,
+    load_uea,
+    logsig_windows,
+)
 
 PROBLEMS = tuple(ndes.data.available_uea())  # every classification set aeon ships
 DEVELOPED_ON = ("JapaneseVowels",)
@@ -45,11 +51,18 @@ MODELS = ("ncde", "lsde", "lnsde", "gsde")
 STABLE = {"lsde": ndes.NeuralLSDE, "lnsde": ndes.NeuralLNSDE, "gsde": ndes.NeuralGSDE}
 
 
-def _prepare(split):
+def _prepare(split, logsig_depth=0, stride=1):
     feats = cde_features(split.times, split.values)
-    ts = jnp.asarray(split.times)
-    coeffs = hermite_coefficients(ts, jnp.asarray(feats))
-    t1 = jnp.asarray(split.times[np.arange(len(split.lengths)), split.lengths - 1])
+    if logsig_depth:  # the log-ODE method: a linear path through windowed log-signatures
+        times, path, lengths = logsig_windows(
+            split.times, feats, stride=stride, depth=logsig_depth, lengths=split.lengths
+        )
+        ts, coeffs = linear_coefficients(times, path)
+    else:
+        times, lengths = split.times, split.lengths
+        ts = jnp.asarray(times)
+        coeffs = hermite_coefficients(ts, jnp.asarray(feats))
+    t1 = jnp.asarray(times[np.arange(len(lengths)), lengths - 1])
     return {"ts": ts, "coeffs": coeffs, "t1": t1, "label": jnp.asarray(split.labels)}
 
 
@@ -62,7 +75,8 @@ FIXED_SOLVERS = {
 
 
 def _build(
-    kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1, time_span=None
+    kind, channels, num_classes, key, solver="tsit5", length=2, substeps=1, time_span=None,
+    interpolation=diffrax.CubicInterpolation,
 ):  # fmt: skip
     if kind == "ncde":
         if solver == "tsit5":  # adaptive: the regularizer and budget rows need it
@@ -77,7 +91,9 @@ def _build(
                 stepsize_controller=diffrax.ConstantStepSize(),
                 dt0=None if substeps == 1 else 1.0 / (substeps * (length - 1)),
             )
-        return ndes.NeuralCDE(channels, 32, num_classes, 64, 2, key=key, **settings)
+        return ndes.NeuralCDE(
+            channels, 32, num_classes, 64, 2, key=key, interpolation=interpolation, **settings
+        )
     if solver == "shark":  # adaptive, on a VirtualBrownianTree
         settings = dict(
             solver=diffrax.ShARK(),
@@ -112,10 +128,14 @@ def _loss_fn(model, b, *, key, regularizers, train_step):
     return ce, ndes.train.solution_aux(out)
 
 
-def _load(problem, missing, seed, cfg):
+def _load(problem, missing, seed, cfg, full=False):
+    """The splits, and the stride `max_length` asks for (applied here unless `full`: the
+    log-ODE path windows the full series by it instead)."""
     max_length = 16 if cfg.quick else (cfg.max_length or None)
-    data = load_uea(problem, missing=missing, seed=seed, max_length=max_length)
+    data = load_uea(problem, missing=missing, seed=seed, max_length=None if full else max_length)
     train, test, stride = data.train, data.test, data.stride
+    if full and max_length is not None:
+        stride = max(1, -(-train.times.shape[1] // max_length))  # load_uea's rule
     if cfg.quick:
         fields = ("times", "values", "lengths", "labels")
         train = dataclasses.replace(train, **{f: getattr(train, f)[:8] for f in fields})
@@ -132,8 +152,9 @@ def run(
     missing: float = 0.0,
 ) -> list[dict]:
     """One training run of `model_kind` on `problem` with `method`; one record."""
-    data, train_s, test_s, stride = _load(problem, missing, seed, cfg)
-    train, test = _prepare(train_s), _prepare(test_s)
+    logsig = cfg.logsig_depth if model_kind == "ncde" else 0
+    data, train_s, test_s, stride = _load(problem, missing, seed, cfg, full=bool(logsig))
+    train, test = _prepare(train_s, logsig, stride), _prepare(test_s, logsig, stride)
     steps = cfg.steps or (3 if cfg.quick else 300)
     channels = train["coeffs"][0].shape[-1]
     solver = cfg.ncde_solver if model_kind == "ncde" else cfg.lsde_solver
@@ -143,6 +164,7 @@ def run(
     model = _build(
         model_kind, channels, data.num_classes, jax.random.key(seed), solver, length,
         cfg.ncde_substeps, cfg.lsde_time_span,
+        diffrax.LinearInterpolation if logsig else diffrax.CubicInterpolation,
     )  # fmt: skip
     key = jax.random.key(seed + 7)
     regs = regularizers(method, key, solver_has_fsal=model_kind == "ncde")
@@ -176,6 +198,9 @@ def run(
     acc = float(jnp.mean(pred == test["label"]))
     points = data.train.times.shape[1]
     note = f"subsampled by stride {stride} (to {points} points)" if stride > 1 else ""
+    if logsig:
+        windows = int(train["ts"].shape[1]) - 1
+        note = f"log-ODE: depth-{logsig} log-signatures, {windows} windows of {stride} intervals"
     adaptive = solver in ("tsit5", "shark")
     span = None if model_kind == "ncde" else model.time_span  # the model knows its clock
     clock = "" if model_kind == "ncde" else f"+span{span:g}" if span else "+rawtime"
@@ -193,7 +218,8 @@ def run(
                 else f"{model_kind}-{solver}" + (f"x{substeps}" if substeps > 1 else "")
             )
             + (f"+wd{wd:g}" if wd else "")
-            + clock,
+            + clock
+            + (f"+logsig{logsig}" if logsig else ""),
             "missing": missing,
             "method": method,
             "seed": seed,

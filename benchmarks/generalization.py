@@ -243,6 +243,14 @@ def main(argv=None) -> int:
     )
     p.add_argument("--ncde-substeps", type=int, default=1, help="fixed steps per interval")
     p.add_argument(
+        "--ncde-logsig-depth",
+        type=int,
+        default=0,
+        choices=(0, 1, 2),
+        help="uea NCDE by the log-ODE method: log-signatures of this depth over windows of "
+        "the full series (as many windows as --max-length points); 0 = off",
+    )
+    p.add_argument(
         "--lsde-solver",
         default="shark",
         choices=("shark", "euler", "heun"),
@@ -271,7 +279,7 @@ def main(argv=None) -> int:
     cfg = common.SuiteConfig(
         quick=a.quick, steps=a.steps, max_length=a.max_length, ncde_solver=a.ncde_solver,
         ncde_substeps=a.ncde_substeps, lsde_solver=a.lsde_solver, weight_decay=a.weight_decay,
-        lsde_time_span=a.lsde_time_span,
+        lsde_time_span=a.lsde_time_span, logsig_depth=a.ncde_logsig_depth,
     )  # fmt: skip
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "check_positive", "positive_real"]
+__all__ = ["check_int", "check_positive", "finite_real", "positive_real"]
 
 
 def check_int(value, name: str, owner: str, minimum: int = 1, hint: str = "") -> int:
@@ -20,8 +20,8 @@ def check_int(value, name: str, owner: str, minimum: int = 1, hint: str = "") ->
     return int(value)
 
 
-def positive_real(value) -> float | None:
-    """`value` as a Python float when it is a finite real number > 0, else `None`.
+def finite_real(value) -> float | None:
+    """`value` as a Python float when it is a finite real number, else `None`.
 
     A real number is any `numbers.Real` (`int`, `float`, NumPy scalars) or a 0-d integer or
     floating array (NumPy or JAX, not traced); `bool` is not one."""
@@ -35,7 +35,14 @@ def positive_real(value) -> float | None:
         value = float(value)
     except (TypeError, ValueError):  # a traced scalar has no value yet
         return None
-    return value if math.isfinite(value) and value > 0 else None
+    return value if math.isfinite(value) else None
+
+
+def positive_real(value) -> float | None:
+    """`value` as a Python float when it is a finite real number > 0 (as `finite_real`
+    defines a real number), else `None`."""
+    value = finite_real(value)
+    return value if value is not None and value > 0 else None
 
 
 def check_positive(value, name: str, owner: str, hint: str = "") -> float:

@@ -158,6 +158,17 @@ def test_errors():
         BudgetWeight(target_nfe=0)
     with pytest.raises(ValueError, match="lr=0"):
         BudgetWeight(target=0.5, lr=0)
+    with pytest.raises(ValueError, match=r"lr=inf\) must be a positive number"):
+        BudgetWeight(target=0.5, lr=float("inf"))
+    with pytest.raises(ValueError, match=r"max_weight=inf\) must be a number"):
+        BudgetWeight(target_nfe=10, init=1.0, max_weight=float("inf"))
+    with pytest.raises(ValueError, match=r"init='1'\) must be a positive number"):
+        BudgetWeight(target_nfe=10, init="1")
+    # NumPy scalars of any float width are numbers (np.float32 used to be refused), stored
+    # as Python floats (static fields: no array set as static)
+    bw = BudgetWeight(target=np.float32(0.5), lr=np.float32(0.25), init_ratio=jnp.asarray(0.5))
+    assert (bw.target, bw.lr, bw.init_ratio) == (0.5, 0.25, 0.5)
+    assert all(type(v) is float for v in (bw.target, bw.lr, bw.init_ratio))
     with pytest.raises(ValueError, match="release=-1"):
         BudgetWeight(target=0.5, release=-1)
     with pytest.raises(ValueError, match=r"tolerance=-0.1\) must be a non-negative"):

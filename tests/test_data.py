@@ -182,8 +182,14 @@ def test_lotka_volterra_bad_inputs():
         nd.lotka_volterra(key, 2, ts, noise=-0.1)
     with pytest.raises(ValueError, match="y0_range"):
         nd.lotka_volterra(key, 2, ts, y0_range=(0.0, 1.0))
-    with pytest.raises(ValueError, match="dt must be positive"):
+    with pytest.raises(ValueError, match=r"lotka_volterra: dt=0.0 must be a positive finite"):
         nd.lotka_volterra(key, 2, ts, noise=0.1, dt=0.0)
+    with pytest.raises(ValueError, match=r"dt=inf must be a positive finite number \(the"):
+        nd.lotka_volterra(key, 2, ts, noise=0.1, dt=float("inf"))
+    with pytest.raises(ValueError, match="params must be four positive rates"):
+        nd.lotka_volterra(key, 2, ts, params=(1.0, "1", 1.0, 1.0))
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        nd.lotka_volterra(key, 2, ts, noise=float("nan"))
     with pytest.raises(ValueError, match="at least 2 times"):
         nd.lotka_volterra(key, 2, ts[:1])
     with pytest.raises(ValueError, match=r"lotka_volterra: num=2.5 must be an int >= 1"):
@@ -220,8 +226,10 @@ def test_ou_deterministic_and_stationary():
     assert abs(float(a[:, -1].var()) / var - 1) < 0.12
     with pytest.raises(ValueError, match="strictly increasing"):
         nd.ornstein_uhlenbeck(jax.random.key(0), 3, ts[::-1])
-    with pytest.raises(ValueError, match="theta and sigma must be positive"):
+    with pytest.raises(ValueError, match=r"ornstein_uhlenbeck: sigma=0.0 must be a positive"):
         nd.ornstein_uhlenbeck(jax.random.key(0), 3, ts, sigma=0.0)
+    with pytest.raises(ValueError, match=r"theta=-1 must be a positive finite number \(the mean"):
+        nd.ornstein_uhlenbeck(jax.random.key(0), 3, ts, theta=-1)
     with pytest.raises(ValueError, match="num_paths"):
         nd.ornstein_uhlenbeck(jax.random.key(0), -1, ts)
     assert nd.ornstein_uhlenbeck(jax.random.key(0), 2, jnp.arange(4)).dtype.kind == "f"

@@ -114,6 +114,21 @@ def test_suite_fixed_step_ncde(tmp_path):
     assert json.loads((out / "results.json").read_text()) == [r]
 
 
+def test_suite_log_ode_ncde(tmp_path):
+    """`--ncde-logsig-depth 2`: the full series (ItalyPowerDemand's 24 points) in windows of
+    ceil(24 / 16) = 2 intervals (quick mode's max length 16), so 12 windows, one midpoint step
+    each: 2 * 12 evaluations per prediction, on a linear path through the log-signatures."""
+    out = tmp_path / "logsig"
+    argv = "--quick --families uea --problems ItalyPowerDemand --models ncde --missing 0 "
+    argv += f"--seeds 1 --methods vanilla --no-baseline --ncde-solver midpoint --out {out} "
+    argv += "--ncde-logsig-depth 2"
+    assert gen.main(argv.split()) == 0
+    (r,) = json.loads((out / "results.json").read_text())
+    assert r["model"] == "ncde-midpoint+logsig2" and r["config"]["logsig_depth"] == 2
+    assert r["nfe_per_prediction"] == 2 * 12
+    assert "log-ODE: depth-2 log-signatures, 12 windows of 2 intervals" in r["note"]
+
+
 def test_suite_fixed_step_lsde(tmp_path):
     """`--lsde-solver euler`: the stable SDE's default of one Euler step per observation
     interval, 2 (L - 1) evaluations (drift and diffusion) per prediction; `--weight-decay`

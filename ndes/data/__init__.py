@@ -5,7 +5,8 @@
 - Synthetic, deterministic given a PRNG key: `spirals`, `lotka_volterra`, `ornstein_uhlenbeck`.
 - Density estimation: `toy_2d` (FFJORD's 2-D toys), `load_digits_density` (digits, bits/dim).
 - Missingness and features: `drop_observations`, `cde_features`, `hermite_coefficients`,
-  `linear_coefficients`; `prepare_cde` (a UEA split as neural-CDE inputs, `CDEData`).
+  `linear_coefficients`, `logsig_windows` (the log-ODE method for long series);
+  `prepare_cde` (a UEA split as neural-CDE inputs, `CDEData`).
 
 See docs/data.md.
 """
@@ -16,6 +17,7 @@ from ._digits_density import load_digits_density as load_digits_density
 from ._features import cde_features as cde_features
 from ._features import hermite_coefficients as hermite_coefficients
 from ._features import linear_coefficients as linear_coefficients
+from ._logsig import logsig_windows as logsig_windows
 from ._missing import drop_observations as drop_observations
 from ._synthetic import lotka_volterra as lotka_volterra
 from ._synthetic import ornstein_uhlenbeck as ornstein_uhlenbeck
@@ -51,4 +53,5 @@ __all__ = [
     "cde_features",
     "hermite_coefficients",
     "linear_coefficients",
+    "logsig_windows",
 ]

@@ -13,7 +13,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_int
+from .._checks import check_int, check_positive, finite_real, positive_real
 
 # Chen et al. (2018)'s toy: dy/dt = (y**3) @ A.
 _A_SPIRAL = ((-0.1, 2.0), (-2.0, -0.1))
@@ -221,16 +221,15 @@ def lotka_volterra(
     """
     num = check_int(num, "num", "lotka_volterra")
     ts = _check_times(ts)
-    if len(params) != 4 or not all(float(q) > 0 for q in params):
+    if len(params) != 4 or not all(positive_real(q) is not None for q in params):
         raise ValueError(
             f"params must be four positive rates (alpha, beta, gamma, delta), got {params!r}."
         )
-    if not float(noise) >= 0:
+    if finite_real(noise) is None or noise < 0:
         raise ValueError(f"noise must be >= 0 (0 for the deterministic ODE), got {noise!r}.")
     if not (len(y0_range) == 2 and 0 < y0_range[0] < y0_range[1]):
         raise ValueError(f"y0_range must be (lo, hi) with 0 < lo < hi, got {y0_range!r}.")
-    if not float(dt) > 0:
-        raise ValueError(f"dt must be positive, got {dt!r}.")
+    check_positive(dt, "dt", "lotka_volterra", " (the largest step of the stochastic solve)")
     k0, kw = jax.random.split(key)
     y0 = jax.random.uniform(k0, (num, 2), minval=y0_range[0], maxval=y0_range[1], dtype=ts.dtype)
     p = jnp.asarray(params, dtype=ts.dtype)
@@ -280,8 +279,8 @@ def ornstein_uhlenbeck(
     **Returns:** shape `(num_paths, L)` in the floating dtype of `times`.
     """
     num_paths = check_int(num_paths, "num_paths", "ornstein_uhlenbeck")
-    if not (theta > 0 and sigma > 0):
-        raise ValueError(f"theta and sigma must be positive; got theta={theta}, sigma={sigma}.")
+    check_positive(theta, "theta", "ornstein_uhlenbeck", " (the mean-reversion rate)")
+    check_positive(sigma, "sigma", "ornstein_uhlenbeck", " (the diffusion scale)")
     times = _check_times(times, "times")
     dtype = times.dtype
     k0, k1 = jax.random.split(key)

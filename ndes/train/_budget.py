@@ -7,11 +7,22 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from .._checks import finite_real
 
 __all__ = ["BudgetState", "BudgetWeight"]
 
 _TINY = 1e-12
+
+
+def _plain_float(x):
+    """A NumPy or 0-d array scalar as a Python float (these fields are static: hashable
+    Python numbers, not arrays); anything else unchanged, for `__check_init__` to judge."""
+    if isinstance(x, np.generic | np.ndarray | jax.Array) and finite_real(x) is not None:
+        return float(x)
+    return x
 
 
 class BudgetState(eqx.Module):
@@ -127,23 +138,23 @@ class BudgetWeight(eqx.Module):
     multiplier); the log-space step is the multiplicative-weights form of that ascent.
     """
 
-    target: float | None = eqx.field(static=True, default=None)
-    target_nfe: float | None = eqx.field(static=True, default=None)
-    lr: float = eqx.field(static=True, default=0.1)
-    release: float = eqx.field(static=True, default=0.25)
-    average: float = eqx.field(static=True, default=0.9)
-    loss_average: float = eqx.field(static=True, default=0.8)
-    tolerance: float | None = eqx.field(static=True, default=0.1)
-    floor: float = eqx.field(static=True, default=0.05)
-    learned: float = eqx.field(static=True, default=0.1)
+    target: float | None = eqx.field(static=True, default=None, converter=_plain_float)
+    target_nfe: float | None = eqx.field(static=True, default=None, converter=_plain_float)
+    lr: float = eqx.field(static=True, default=0.1, converter=_plain_float)
+    release: float = eqx.field(static=True, default=0.25, converter=_plain_float)
+    average: float = eqx.field(static=True, default=0.9, converter=_plain_float)
+    loss_average: float = eqx.field(static=True, default=0.8, converter=_plain_float)
+    tolerance: float | None = eqx.field(static=True, default=0.1, converter=_plain_float)
+    floor: float = eqx.field(static=True, default=0.05, converter=_plain_float)
+    learned: float = eqx.field(static=True, default=0.1, converter=_plain_float)
     warmup: int | float | None = eqx.field(static=True, default=None)
-    init: float | None = eqx.field(static=True, default=None)
-    init_ratio: float = eqx.field(static=True, default=0.01)
-    max_weight: float | None = eqx.field(static=True, default=None)
+    init: float | None = eqx.field(static=True, default=None, converter=_plain_float)
+    init_ratio: float = eqx.field(static=True, default=0.01, converter=_plain_float)
+    max_weight: float | None = eqx.field(static=True, default=None, converter=_plain_float)
 
     def __check_init__(self):
-        def number(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+        def number(x):  # a finite real (NumPy and 0-d array scalars too), not a bool
+            return finite_real(x) is not None
 
         if (self.target is None) == (self.target_nfe is None):
             raise ValueError(
