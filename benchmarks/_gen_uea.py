@@ -21,6 +21,10 @@ either label predate it and ran in the data's time.
 `max_length`: a series longer than this is subsampled by a constant stride
 (`ndes.data.load_uea(max_length=...)`, so that a CPU run fits its time budget); such records
 say so in `note`.
+
+`logsig_depth` (`--ncde-logsig-depth 1|2`): the NCDE by the log-ODE method instead, the full
+series in windows of that same stride (`ndes.data.logsig_windows`, a linear path, one step
+per window: the cost of the subsampled row); records say `+logsig1`/`+logsig2`.
 """
 
 from __future__ import annotations
