@@ -138,8 +138,8 @@ def _load(problem, missing, seed, cfg, full=False):
     max_length = 16 if cfg.quick else (cfg.max_length or None)
     data = load_uea(problem, missing=missing, seed=seed, max_length=None if full else max_length)
     train, test, stride = data.train, data.test, data.stride
-    if full and max_length is not None:
-        stride = max(1, -(-train.times.shape[1] // max_length))  # load_uea's rule
+    if full and max_length is not None:  # the stride load_uea would subsample by (its rule)
+        stride = load_uea(problem, missing=missing, seed=seed, max_length=max_length).stride
     if cfg.quick:
         fields = ("times", "values", "lengths", "labels")
         train = dataclasses.replace(train, **{f: getattr(train, f)[:8] for f in fields})

@@ -13,6 +13,13 @@ sys.path.insert(0, BENCH)
 gen = pytest.importorskip("generalization")
 
 
+def _italy_argv(model, out, *extra):
+    """A one-seed quick vanilla run of `model` on ItalyPowerDemand, no baseline, to `out`."""
+    argv = "--quick --families uea --problems ItalyPowerDemand --missing 0 --seeds 1 "
+    argv += f"--methods vanilla --no-baseline --models {model} --out {out}"
+    return argv.split() + [str(e) for e in extra]
+
+
 def _rec(problem, method, value, nfe, metric="accuracy", higher=True, seed=0):
     return {
         "family": "x",
@@ -100,9 +107,8 @@ def test_suite_fixed_step_ncde(tmp_path):
     """`--ncde-solver midpoint`: one step per observation interval, so a prediction costs
     exactly 2 (L - 1) evaluations (quick mode subsamples ItalyPowerDemand's 24 points to 12)."""
     out = tmp_path / "fixed"
-    argv = "--quick --families uea --problems ItalyPowerDemand --models ncde --missing 0 "
-    argv += f"--seeds 1 --methods vanilla --no-baseline --ncde-solver midpoint --out {out}"
-    assert gen.main(argv.split()) == 0
+    argv = _italy_argv("ncde", out, "--ncde-solver", "midpoint")
+    assert gen.main(argv) == 0
     (r,) = json.loads((out / "results.json").read_text())
     assert r["model"] == "ncde-midpoint" and r["config"]["ncde_solver"] == "midpoint"
     assert r["nfe_per_prediction"] == 2 * (12 - 1)
@@ -110,7 +116,7 @@ def test_suite_fixed_step_ncde(tmp_path):
     assert (out / "table.txt").read_text().count("ItalyPowerDemand") == 1
     assert not (out / "tradeoff.png").exists()  # vanilla only: nothing to compare
     # A rerun resumes: nothing left to do, the same record.
-    assert gen.main(argv.split()) == 0
+    assert gen.main(argv) == 0
     assert json.loads((out / "results.json").read_text()) == [r]
 
 
@@ -119,10 +125,8 @@ def test_suite_log_ode_ncde(tmp_path):
     ceil(24 / 16) = 2 intervals (quick mode's max length 16), so 12 windows, one midpoint step
     each: 2 * 12 evaluations per prediction, on a linear path through the log-signatures."""
     out = tmp_path / "logsig"
-    argv = "--quick --families uea --problems ItalyPowerDemand --models ncde --missing 0 "
-    argv += f"--seeds 1 --methods vanilla --no-baseline --ncde-solver midpoint --out {out} "
-    argv += "--ncde-logsig-depth 2"
-    assert gen.main(argv.split()) == 0
+    argv = _italy_argv("ncde", out, "--ncde-solver", "midpoint", "--ncde-logsig-depth", 2)
+    assert gen.main(argv) == 0
     (r,) = json.loads((out / "results.json").read_text())
     assert r["model"] == "ncde-midpoint+logsig2" and r["config"]["logsig_depth"] == 2
     assert r["nfe_per_prediction"] == 2 * 12
@@ -134,10 +138,8 @@ def test_suite_fixed_step_lsde(tmp_path):
     interval, 2 (L - 1) evaluations (drift and diffusion) per prediction; `--weight-decay`
     trains with `optax.adamw` and labels the model, as the clock does."""
     out = tmp_path / "lsde"
-    argv = "--quick --families uea --problems ItalyPowerDemand --models lsde --missing 0 "
-    argv += f"--seeds 1 --methods vanilla --no-baseline --lsde-solver euler --out {out} "
-    argv += "--weight-decay 0.1"
-    assert gen.main(argv.split()) == 0
+    argv = _italy_argv("lsde", out, "--lsde-solver", "euler", "--weight-decay", 0.1)
+    assert gen.main(argv) == 0
     (r,) = json.loads((out / "results.json").read_text())
     # The model's default clock (time_span=10) is named in the label.
     assert r["model"] == "lsde-euler+wd0.1+span10" and r["config"]["lsde_solver"] == "euler"

@@ -28,7 +28,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._common import SolverSettings
 from ._latent_sde_batch import check_series, elbo_batch, posterior_single, solve_latent
-from ._sde_solve import SDESettings, check_sde_config
+from ._sde_checks import check_sde_config
+from ._sde_solve import SDESettings
 
 __all__ = ["LatentSDE"]
 

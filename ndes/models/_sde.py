@@ -15,14 +15,8 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from ._common import ModelOutput, SolverSettings, check_field_state, check_inputs, settings_from
 from ._mlp import MLPVectorField
-from ._sde_solve import (
-    NOISE_TYPES,
-    SDE_TYPES,
-    SDESettings,
-    check_sde_config,
-    check_sde_solver,
-    solve_sde,
-)
+from ._sde_checks import NOISE_TYPES, SDE_TYPES, check_sde_config, check_sde_solver
+from ._sde_solve import SDESettings, solve_sde
 
 __all__ = ["NeuralSDE", "SDESettings", "SDE_TYPES", "NOISE_TYPES"]
 

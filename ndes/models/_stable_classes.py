@@ -11,7 +11,16 @@ from ._stable_sde import AbstractStableSDE
 __all__ = ["NeuralLSDE", "NeuralLNSDE", "NeuralGSDE"]
 
 
-class NeuralLSDE(AbstractStableSDE):
+class _AbstractGammaDrift(AbstractStableSDE):
+    """The drift of the LSDE and the LNSDE: the network's output $\gamma$ itself, squashed by
+    $\tanh$ in the bounded version."""
+
+    def drift(self, t, z, x):
+        g = self._gamma(t, z, x)
+        return jnp.tanh(g) if self.bounded else g
+
+
+class NeuralLSDE(_AbstractGammaDrift):
     r"""Langevin-type stable neural SDE (Oh, Lee & Park 2024, eq. LSDE):
     $\mathrm{d}z = \gamma(z, X_t)\,\mathrm{d}t + \sigma(t)\,\mathrm{d}W_t$ (additive noise, so
     Itô = Stratonovich and the additive-noise SRK solvers `diffrax.ShARK`/`SRA1`/`SEA`
@@ -30,15 +39,11 @@ class NeuralLSDE(AbstractStableSDE):
     time_input = False
     additive = True
 
-    def drift(self, t, z, x):
-        g = self._gamma(t, z, x)
-        return jnp.tanh(g) if self.bounded else g
-
     def _noise_raw(self, t, z):
         return self.sigma(t, z.dtype)
 
 
-class NeuralLNSDE(AbstractStableSDE):
+class NeuralLNSDE(_AbstractGammaDrift):
     r"""Linear-noise stable neural SDE (Oh, Lee & Park 2024, eq. LNSDE):
     $\mathrm{d}z = \gamma(t, z, X_t)\,\mathrm{d}t + \sigma(t) \odot z\,\mathrm{d}W_t$.
     Bounded version: $\tanh\gamma$ and $\tanh(\mathrm{sigmoid}(\theta)\,\sigma(t) \odot z)$.
@@ -50,10 +55,6 @@ class NeuralLNSDE(AbstractStableSDE):
 
     time_input = True
     additive = False
-
-    def drift(self, t, z, x):
-        g = self._gamma(t, z, x)
-        return jnp.tanh(g) if self.bounded else g
 
     def _noise_raw(self, t, z):
         return self.sigma(t, z.dtype) * z

@@ -48,7 +48,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from .._checks import positive_real
 from ._common import ModelOutput, SolverSettings, check_inputs, settings_from
 from ._sde import SDE_DEFAULTS, split_sde_options
-from ._sde_solve import SDESettings, check_sde_config, check_sde_solver, solve_sde
+from ._sde_checks import check_sde_config, check_sde_solver
+from ._sde_solve import SDESettings, solve_sde
 
 __all__ = ["AbstractStableSDE"]
 
